@@ -1,0 +1,103 @@
+"""CostModel: the one interface the simulators use to time operators, collectives and iterations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simcluster.cost.collectives import LinkParams, collective_time_s
+from simcluster.cost.roofline import RooflineKernels, bound
+from simcluster.hardware.gpu import GpuSpec
+from simcluster.llm.ops import Op
+
+
+@dataclass(frozen=True)
+class LaunchOverhead:
+    """Host-side gap per kernel launch. Eager PyTorch pays Python + dispatcher + launch per kernel;
+    a CUDA-graph replay pays only the graph's inter-node gap. Measured figures replace these."""
+
+    eager_s: float = 12e-6
+    cuda_graph_s: float = 2.5e-6
+
+    def per_kernel_s(self, cuda_graphs: bool) -> float:
+        return self.cuda_graph_s if cuda_graphs else self.eager_s
+
+
+@dataclass(frozen=True)
+class OpEstimate:
+    """Timing of one op over its `repeat` occurrences; `method` says where the number came from:
+    'measured' (interpolated table), 'fitted' (roofline × fitted efficiency curve), 'transferred'
+    (curve of another GPU), 'roofline' (datasheet × default efficiency), 'alpha-beta' (links)."""
+
+    name: str
+    kind: str
+    repeat: int
+    time_s: float           # all occurrences, launch gaps included
+    kernel_s: float         # one occurrence on the device
+    method: str
+    bound: str
+    flops: float
+    bytes: float
+
+    def as_record(self) -> dict:
+        return {"op": self.name, "kind": self.kind, "repeat": self.repeat, "time_s": self.time_s,
+                "kernel_s": self.kernel_s, "method": self.method, "bound": self.bound,
+                "flops": self.flops * self.repeat, "bytes": self.bytes * self.repeat}
+
+
+@dataclass(frozen=True)
+class IterationEstimate:
+    time_s: float
+    ops: tuple[OpEstimate, ...]
+
+    def breakdown(self) -> list[dict]:
+        return [o.as_record() for o in self.ops]
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for o in self.ops:
+            out[o.kind] = out.get(o.kind, 0.0) + o.time_s
+        return out
+
+
+class CostModel:
+    """Times ops on one GPU type within one node type.
+
+    kernels: any object with `time_s(op) -> (seconds, method)` (RooflineKernels, CalibratedKernels);
+    links: LinkParams for collectives; launch: per-kernel host gaps.
+
+    >>> from simcluster.hardware.gpu import load_gpu
+    >>> from simcluster.llm.ops import gemm
+    >>> cm = CostModel(load_gpu("h100-sxm"))
+    >>> cm.op(gemm("x", 4096, 4096, 4096, "bf16")).time_s < 1e-3
+    True
+    """
+
+    def __init__(self, gpu: GpuSpec, links: LinkParams | None = None, kernels=None,
+                 launch: LaunchOverhead | None = None, collectives=None):
+        self.gpu = gpu
+        self.links = links or LinkParams(8, gpu.intra_node_bandwidth_bytes_per_s * 0.8, 3e-6,
+                                         50e9 * 0.8, 8e-6)
+        self.kernels = kernels or RooflineKernels(gpu)
+        self.launch = launch or LaunchOverhead()
+        self.collectives = collectives
+        self._cache: dict = {}
+
+    def collective_s(self, op: Op) -> tuple[float, str]:
+        if self.collectives is not None:
+            return self.collectives.time_s(op.collective, op.message_bytes, op.group_size, op.scope)
+        return collective_time_s(op.collective, op.message_bytes, op.group_size, self.links, op.scope), "alpha-beta"
+
+    def op(self, op: Op, cuda_graphs: bool = True) -> OpEstimate:
+        """Time of `op` × its repeat count; kernels shorter than the launch gap are launch-bound."""
+        if op.kind == "collective":
+            t, method = self.collective_s(op)
+            return OpEstimate(op.name, op.kind, op.repeat, t * op.repeat, t, method, "network", op.flops, op.bytes)
+        t, method = self.kernels.time_s(op)
+        gap = self.launch.per_kernel_s(cuda_graphs)
+        return OpEstimate(op.name, op.kind, op.repeat, max(t, gap) * op.repeat, t, method,
+                          bound(op, self.gpu), op.flops, op.bytes)
+
+    def iteration(self, ops: list[Op], cuda_graphs: bool = True) -> IterationEstimate:
+        """Time of one iteration: ops run back to back on one stream (TP collectives are not overlapped)."""
+        estimates = tuple(self.op(o, cuda_graphs) for o in ops)
+        return IterationEstimate(sum(e.time_s for e in estimates), estimates)
