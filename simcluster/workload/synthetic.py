@@ -116,12 +116,13 @@ def diurnal(mean_rate_per_s: float, peak_to_trough: float, period_s: float, n: i
                   f"period_s={period_s:g} n={n} seed={seed}")
 
 
-# Arrival laws generate() knows: name -> (generator, its own spec keys). A new law is one function
-# above plus one entry here.
+# Arrival laws generate() knows: name -> (generator, its own spec keys in argument order). In a
+# spec `rate_per_s` is the mean rate of every law (diurnal's mean_rate_per_s). A new law is one
+# function above plus one entry here.
 ARRIVALS = {
     "poisson": (poisson, ("rate_per_s",)),
     "gamma": (gamma, ("rate_per_s", "cv")),
-    "diurnal": (diurnal, ("mean_rate_per_s", "peak_to_trough", "period_s")),
+    "diurnal": (diurnal, ("rate_per_s", "peak_to_trough", "period_s")),
 }
 
 # Length laws a spec can name: dist -> (required keys, optional keys).
@@ -157,7 +158,8 @@ def length_dist(spec: dict, where: str, base_dir: str | Path | None = None):
         got = spec.get("dist") if isinstance(spec, dict) else spec
         raise TraceError(f"workload spec: '{where}.dist' is {got!r}; expected one of {sorted(DISTS)}")
     required, optional = DISTS[spec["dist"]]
-    body = {k: v for k, v in spec.items() if k != "dist"}
+    # None means "not given", as a validated schema writes unset optional keys.
+    body = {k: v for k, v in spec.items() if k != "dist" and v is not None}
     _keys(body, where, required, optional)
     dist = spec["dist"]
     if dist == "fixed":
@@ -187,6 +189,11 @@ def length_dist(spec: dict, where: str, base_dir: str | Path | None = None):
 def generate(spec: dict, seed: int, base_dir: str | Path | None = None) -> Trace:
     """A synthetic Trace from a plain dict, as a scenario file writes it.
 
+    Keys: arrival ('poisson' | 'gamma' | 'diurnal'), rate_per_s (the mean rate), n_requests,
+    prompt_tokens and output_tokens (length dicts, see length_dist), cv (gamma),
+    peak_to_trough and period_s (diurnal), name (optional). Keys set to None count as absent;
+    any other key raises TraceError naming it.
+
     >>> t = generate({"arrival": "poisson", "rate_per_s": 5, "n_requests": 1000,
     ...               "prompt_tokens": {"dist": "lognormal", "mean": 1000, "sigma": 1.0, "min": 16, "max": 8192},
     ...               "output_tokens": {"dist": "fixed", "value": 128}}, seed=0)
@@ -198,7 +205,7 @@ def generate(spec: dict, seed: int, base_dir: str | Path | None = None) -> Trace
         raise TraceError(f"workload spec: 'arrival' is {got!r}; expected one of {sorted(ARRIVALS)}")
     function, own = ARRIVALS[spec["arrival"]]
     common = ("n_requests", "prompt_tokens", "output_tokens")
-    body = {k: v for k, v in spec.items() if k not in ("arrival", "name")}
+    body = {k: v for k, v in spec.items() if k not in ("arrival", "name") and v is not None}
     _keys(body, "workload", common + own, ())
     lengths = Lengths(length_dist(body["prompt_tokens"], "prompt_tokens", base_dir),
                       length_dist(body["output_tokens"], "output_tokens", base_dir))
@@ -206,7 +213,7 @@ def generate(spec: dict, seed: int, base_dir: str | Path | None = None) -> Trace
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise TraceError(f"workload spec: 'workload.n_requests' is {n!r}; expected a positive integer")
     trace = function(*(body[k] for k in own), n, lengths, seed)
-    if "name" in spec:
+    if spec.get("name") is not None:
         return Trace(str(spec["name"]), trace.arrival_s, trace.prompt_tokens, trace.output_tokens,
                      source=trace.source)
     return trace
