@@ -71,6 +71,9 @@ def read_csv_rows(path: str | Path) -> Rows:
     frame = frame.iloc[:keep]
     if len(frame) == 0:
         raise TraceError(f"{path}: line 2: no rows after the header; expected at least one request")
+    if empty[:keep].any():
+        line = int(np.argmax(empty[:keep])) + 2
+        raise TraceError(f"{path}: line {line}: blank line; expected a row of {len(frame.columns)} fields")
     return Rows(path, frame.reset_index(drop=True), np.arange(len(frame)) + 2, {})
 
 
@@ -124,7 +127,7 @@ def read_jsonl_rows(path: str | Path) -> Rows:
     if not first_line(path):
         raise TraceError(f"{path}: the file is empty; expected one JSON object per line")
     try:
-        table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=64 << 20))
+        table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=16 << 20))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         # Arrow names no line; the slow pass finds and names it (or reads the file if it can).
         return _jsonl_slow(path)
@@ -200,7 +203,8 @@ def time_column(rows: Rows, column: str, time_unit: str) -> np.ndarray:
         bad = stamps.isna().to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
-            raise rows.fail(i, column, f"{raw.iloc[i]!r}; expected a date-time like '2023-11-16 18:15:46.6805900'")
+            shown = "missing" if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
+            raise rows.fail(i, column, f"{shown}; expected a date-time like '2023-11-16 18:15:46.6805900'")
         return ((stamps - stamps.iloc[0]) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
     if time_unit not in TIME_UNITS_S:
         raise TraceError(f"{rows.path}: time_unit {time_unit!r}; expected one of "
@@ -233,6 +237,7 @@ def list_column(rows: Rows, column: str) -> tuple[np.ndarray, ...]:
         k = int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False)))
         i = int(np.searchsorted(offsets, k, side="right") - 1)
         raise rows.fail(i, column, "holds a null id; expected a list of integer ids")
-    ids = flat.to_numpy().astype(np.int64, copy=False)
-    offsets = array.offsets.to_numpy()
-    return tuple(np.split(ids, offsets[1:-1] - offsets[0]))
+    ids = np.array(flat.to_numpy(), dtype=np.int64)
+    ids.setflags(write=False)  # the per-row slices below are read-only views of it
+    offsets = (array.offsets.to_numpy() - array.offsets[0].as_py()).tolist()
+    return tuple(ids[a:b] for a, b in zip(offsets[:-1], offsets[1:]))

@@ -24,6 +24,13 @@ def _frozen(values: np.ndarray) -> np.ndarray:
     return view
 
 
+def _hash_row(ids) -> np.ndarray:
+    """One request's block ids as a read-only int64 array (kept as is when it already is one)."""
+    if isinstance(ids, np.ndarray) and ids.dtype == np.int64 and not ids.flags.writeable and ids.ndim == 1:
+        return ids
+    return _frozen(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
 def _tokens(values, column: str, n: int, where: str) -> np.ndarray:
     """Token counts as int64 after checking every row holds a positive whole number."""
     arr = np.asarray(values)
@@ -96,7 +103,7 @@ class Trace:
         if hashes is not None:
             if len(hashes) != n:
                 raise TraceError(f"{where}: column 'hash_ids' has {len(hashes)} rows; expected {n} like arrival_s")
-            hashes = tuple(_frozen(np.asarray(h, dtype=np.int64)) for h in hashes)
+            hashes = tuple(_hash_row(h) for h in hashes)
         object.__setattr__(self, "arrival_s", _frozen(arrival))
         object.__setattr__(self, "prompt_tokens", _frozen(prompt))
         object.__setattr__(self, "output_tokens", _frozen(output))
