@@ -165,7 +165,7 @@ def llm_from_mapping(d: dict, where: str) -> LlmSpec:
         raise CatalogError(f"{where}: key 'n_kv_heads' must divide n_heads ({kwargs['n_heads']}), "
                            f"got {kwargs['n_kv_heads']}")
     sources = d.get("sources", ())
-    if isinstance(sources, str) or not all(isinstance(s, str) for s in sources):
+    if not isinstance(sources, (list, tuple)) or not all(isinstance(s, str) for s in sources):
         raise CatalogError(f"{where}: key 'sources' must be a list of strings")
     kwargs["sources"] = tuple(sources)
     return LlmSpec(**kwargs)
@@ -189,8 +189,10 @@ def load_llm(name_or_path: str) -> LlmSpec:
         return from_hf_config(path / "config.json")
     if path.is_file():
         if path.suffix in (".yaml", ".yml"):
-            with open(path) as f:
-                data = yaml.safe_load(f)
+            try:
+                data = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as e:
+                raise CatalogError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
             if not isinstance(data, dict):
                 raise CatalogError(f"{path}: expected a mapping at the top level")
             return llm_from_mapping(data, str(path))

@@ -114,3 +114,18 @@ def test_catalog_entry_with_a_bad_key_fails_at_load(tmp_path, monkeypatch):
     with pytest.raises(CatalogError) as err:
         load_llm("bad")
     assert "bad.yaml" in str(err.value) and "'vocab_size'" in str(err.value)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: [unclosed\n", "not valid YAML"),
+    ("- just\n- a list\n", "mapping at the top level"),
+    ("name: x\nsources: 7\n", None),
+])
+def test_malformed_yaml_files(tmp_path, text, fragment):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as err:
+        load_llm(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    if fragment:
+        assert fragment in str(err.value)
