@@ -41,7 +41,8 @@ def attention_params(spec: LlmSpec) -> int:
       W_Q: h x (n_h d), W_K and W_V: h x (n_kv d) each, W_O: (n_h d) x h,
     plus biases n_h d + 2 n_kv d + h when attention_bias (GPT-2/NeoX fused-QKV and output biases).
     Multi-head latent attention (DeepSeek-V2 §2.1.2-2.1.3, eqs. 9-14; HF DeepseekV3Attention):
-      q:  h x q_lora + q_lora (latent RMSNorm) + q_lora x n_h (d_nope + d_rope)   [h x n_h (d_nope + d_rope) if q_lora = 0]
+      q:  h x q_lora + q_lora (latent RMSNorm) + q_lora x n_h (d_nope + d_rope)
+          (h x n_h (d_nope + d_rope) when q_lora = 0, as in DeepSeek-V2-Lite)
       kv: h x (kv_lora + d_rope) + kv_lora (latent RMSNorm) + kv_lora x n_h (d_nope + d_v)
       o:  n_h d_v x h
     """
