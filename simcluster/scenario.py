@@ -47,16 +47,21 @@ class TraceFile(_Strict):
 
 
 class LengthDist(_Strict):
-    dist: Literal["fixed", "uniform", "lognormal", "zipf"] = "fixed"
-    value: int | None = Field(None, gt=0)
-    mean: float | None = Field(None, gt=0)
-    sigma: float | None = Field(None, gt=0)
-    p50: float | None = Field(None, gt=0)
-    low: int | None = Field(None, gt=0)
-    high: int | None = Field(None, gt=0)
-    a: float | None = Field(None, gt=1)
-    min: int | None = Field(None, gt=0)
-    max: int | None = Field(None, gt=0)
+    """A token-length distribution: fixed(value), uniform(min, max), lognormal(mu+sigma | mean+sigma |
+    mean+p50, clipped to min/max), zipf(a, min, max), empirical(path[, format, column])."""
+
+    dist: Literal["fixed", "uniform", "lognormal", "zipf", "empirical"] = "fixed"
+    value: int | None = Field(None, gt=0, description="fixed: tokens")
+    mu: float | None = Field(None, description="lognormal: mean of log(tokens)")
+    mean: float | None = Field(None, gt=0, description="lognormal: mean tokens")
+    sigma: float | None = Field(None, gt=0, description="lognormal: std of log(tokens)")
+    p50: float | None = Field(None, gt=0, description="lognormal: median tokens")
+    a: float | None = Field(None, gt=1, description="zipf: exponent")
+    min: int | None = Field(None, gt=0, description="lower clip (tokens)")
+    max: int | None = Field(None, gt=0, description="upper clip (tokens)")
+    path: str | None = Field(None, description="empirical: trace file to resample lengths from")
+    format: str | None = None
+    column: str | None = None
 
 
 class Synthetic(_Strict):

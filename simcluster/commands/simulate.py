@@ -1,0 +1,51 @@
+"""simcluster simulate SCENARIO: run the deployment the scenario describes over its workload."""
+
+from __future__ import annotations
+
+import json
+
+from simcluster.commands.inputs import scenario_llm, scenario_trace
+from simcluster.cost import cost_model_for
+from simcluster.hardware.gpu import load_gpu
+from simcluster.scenario import Scenario, ScenarioError, load_scenario
+from simcluster.serving.replica import Batching
+from simcluster.serving.simulate import ReplicaGroup, ServingResult, simulate_serving
+
+
+def replica_groups(scenario: Scenario) -> list[ReplicaGroup]:
+    groups = []
+    for r in scenario.serving.replicas:
+        groups.append(ReplicaGroup(
+            gpu=load_gpu(r.gpu), cost=cost_model_for(r.gpu, scenario.cost_model), count=r.count,
+            tp=r.tp, pp=r.pp, ep=r.ep,
+            batching=Batching(r.max_num_seqs, r.max_batched_tokens, r.chunked_prefill, r.order),
+            dtype=r.dtype, kv_dtype=r.kv_dtype, gpu_memory_utilization=r.gpu_memory_utilization,
+            cuda_graphs=r.cuda_graphs, cpu_overhead_s=r.cpu_overhead_s))
+    return groups
+
+
+def run_scenario(scenario: Scenario, source: str = "<scenario>") -> ServingResult:
+    if scenario.serving is None:
+        raise ScenarioError(f"{source}: serving: required by 'simulate' (the deployment to simulate)")
+    llm = scenario_llm(scenario)
+    trace = scenario_trace(scenario)
+    return simulate_serving(llm, trace, replica_groups(scenario), scenario.serving.router)
+
+
+def simulate(args) -> int:
+    scenario = load_scenario(args.scenario, args.overrides)
+    result = run_scenario(scenario, args.scenario)
+    slo = scenario.slo.model_dump()
+    summary = {"scenario": scenario.name, **result.summary(slo)}
+    if args.out:
+        from simcluster.report.chrome_trace import iteration_events
+        from simcluster.report.output import write_results
+        write_results(args.out, {"summary.json": summary, "requests.csv": result.requests,
+                                 "iterations.csv": result.iterations,
+                                 "trace.json": iteration_events(result.iterations)})
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        from simcluster.report.tables import print_summary
+        print_summary(summary, title=f"{scenario.name}: {len(result.requests)} requests")
+    return 0
