@@ -33,7 +33,7 @@ def _lengths(lengths) -> Lengths | TraceLengths:
     """Accept a Lengths/TraceLengths or a (prompt, output) pair of distributions."""
     if isinstance(lengths, tuple) and len(lengths) == 2:
         return Lengths(*lengths)
-    if not hasattr(lengths, "sample"):
+    if not isinstance(lengths, (Lengths, TraceLengths)):
         raise TraceError(f"lengths {lengths!r}; expected Lengths(prompt, output), TraceLengths(trace) "
                          "or a (prompt, output) pair of distributions")
     return lengths
