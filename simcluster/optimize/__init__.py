@@ -1,0 +1,5 @@
+"""Search over plans and the integer programs (GPU mix, expert placement)."""
+
+from simcluster.optimize.eplb import eplb
+from simcluster.optimize.expert_loads import generate_loads, read_loads_csv
+from simcluster.optimize.placement import PlacementResult, place_experts
