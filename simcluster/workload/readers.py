@@ -143,8 +143,10 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, time_uni
 
 
 # Trace formats read_trace knows: name -> reader. A new format is one reader plus one entry here
-# and one header test in sniff_format.
-READERS = {"azure": read_azure, "burstgpt": read_burstgpt, "mooncake": read_mooncake, "table": read_table}
+# and one header test in sniff_format. 'csv' and 'jsonl' name the generic reader, which tells
+# the two apart by the first character of the file.
+READERS = {"azure": read_azure, "burstgpt": read_burstgpt, "mooncake": read_mooncake, "table": read_table,
+           "csv": read_table, "jsonl": read_table}
 
 
 def sniff_format(path: str | Path) -> str:
@@ -172,12 +174,16 @@ def sniff_format(path: str | Path) -> str:
 def read_trace(path: str | Path, format: str = "auto", **options) -> Trace:
     """Read a trace file of a known format; format='auto' tells it by the header line.
 
-    `options` go to the format's reader (e.g. model=... for BurstGPT, sort=True).
+    `options` go to the format's reader (e.g. model=... for BurstGPT, sort=True); a `columns`
+    mapping means the generic reader (read_table) whatever the header.
 
     >>> read_trace("scenarios/traces/azure_llm_2023_code.csv").name  # doctest: +SKIP
     'azure_llm_2023_code'
     """
-    fmt = sniff_format(path) if format == "auto" else format
+    if format == "auto":
+        fmt = "table" if options.get("columns") else sniff_format(path)
+    else:
+        fmt = format
     if fmt not in READERS:
         raise TraceError(f"{path}: format {format!r}; expected 'auto' or one of {sorted(READERS)}")
     return READERS[fmt](path, **options)

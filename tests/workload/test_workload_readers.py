@@ -210,6 +210,15 @@ def test_read_table_mapping_and_units(tmp_path):
     assert j.arrival_s.tolist() == [0.0, 2.5] and [h.tolist() for h in j.hash_ids] == [[7], [7, 8]]
 
 
+def test_read_trace_generic_formats(tmp_path):
+    path = write(tmp_path, "r.csv", "t,in,out\n0.5,10,2\n1.0,20,3\n")
+    mapping = {"arrival_s": "t", "prompt_tokens": "in", "output_tokens": "out"}
+    for fmt in ("auto", "csv", "table"):
+        assert read_trace(path, fmt, columns=mapping).prompt_tokens.tolist() == [10, 20]
+    plain = write(tmp_path, "p.jsonl", jsonl([{"arrival_s": 0, "prompt_tokens": 3, "output_tokens": 4}]))
+    assert sniff_format(plain) == "table" and read_trace(plain, "jsonl").output_tokens.tolist() == [4]
+
+
 def test_read_table_rejects_bad_mappings(tmp_path):
     path = write(tmp_path, "r.csv", "a,b,c\n1,2,3\n")
     with pytest.raises(TraceError, match="columns key 'arrival'"):
