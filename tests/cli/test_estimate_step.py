@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from simcluster.catalog import names
+from simcluster.cli import main
+from simcluster.commands.estimate import estimate_step
+
+
+@pytest.mark.parametrize("llm", names("llms"))
+def test_estimate_step_json_for_every_catalog_model(llm, capsys):
+    tp = 8
+    rc = main(["estimate", "step", "--gpu", "h200-sxm", "--llm", llm, "--tp", str(tp),
+               "--prefill", "1x512", "--decode", "8x1024", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["time_s"] > 0
+    assert abs(sum(o["time_s"] for o in out["ops"]) - out["time_s"]) < 1e-12
+    kinds = {o["kind"] for o in out["ops"]}
+    assert {"gemm", "attention_prefill", "attention_decode", "collective"} <= kinds
+
+
+def test_issue_example_and_eager_is_slower(capsys):
+    args = ["estimate", "step", "--gpu", "h100-sxm", "--llm", "llama-3.1-8b", "--tp", "1",
+            "--prefill", "1x2048", "--decode", "64x1024"]
+    assert main(args + ["--cuda-graphs", "--json"]) == 0
+    graphs = json.loads(capsys.readouterr().out)
+    assert main(args + ["--eager", "--json"]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert eager["time_s"] > graphs["time_s"]
+    assert graphs["new_tokens"] == 2048 + 64
+
+
+def test_decode_is_memory_bound_and_scales_with_context():
+    short = estimate_step("h100-sxm", "llama-3.1-8b", decode=[(64, 1024)])
+    long = estimate_step("h100-sxm", "llama-3.1-8b", decode=[(64, 8192)])
+    attn = lambda r: next(o for o in r["ops"] if o["kind"] == "attention_decode")
+    assert attn(long)["time_s"] == pytest.approx(attn(short)["time_s"] * 8, rel=0.05)
+    assert attn(short)["bound"] == "memory"
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert main(["estimate", "step", "--gpu", "h100-sxm", "--llm", "llama-3.1-8b", "--prefill", "2by3"]) == 2
+    assert main(["estimate", "step", "--gpu", "h100-sxm", "--llm", "llama-3.1-8b", "--tp", "3", "--decode", "1x10"]) == 2
+    assert main(["estimate", "step", "--gpu", "x100", "--llm", "llama-3.1-8b", "--decode", "1x10"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "x100" in err
+
+
+def test_hf_config_path_accepted(capsys):
+    rc = main(["estimate", "step", "--gpu", "h100-sxm", "--llm", "tests/llm/configs/llama-3.1-8b/config.json",
+               "--decode", "4x100", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["time_s"] > 0
