@@ -48,7 +48,7 @@ def poisson(rate_per_s: float, n: int, lengths, seed: int) -> Trace:
     """n requests of a Poisson process: exponential inter-arrival gaps of mean 1 / rate_per_s.
 
     >>> t = poisson(5.0, 1000, (Fixed(512), Fixed(128)), seed=0)
-    >>> len(t), t.prompt_tokens[0]
+    >>> len(t), int(t.prompt_tokens[0])
     (1000, 512)
     """
     _check("poisson", rate_per_s=rate_per_s, n=n)

@@ -151,6 +151,20 @@ def test_azure_errors_name_file_line_and_column(tmp_path, body, words):
     assert message.startswith(str(path)) and words in message and "\n" not in message
 
 
+def test_azure_2024_style_timestamps_with_offset(tmp_path):
+    path = write(tmp_path, "w.csv", AZURE_HEAD + "2024-05-10 00:00:00.004000+00:00,5,6\n"
+                 "2024-05-10 00:00:01.504000+00:00,7,8\n2024-05-10 01:00:00.004000+00:00,9,10\n")
+    t = read_azure(path)
+    np.testing.assert_allclose(t.arrival_s, [0.0, 1.5, 3600.0])
+
+
+def test_burstgpt_fractional_seconds(tmp_path):
+    head = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+    path = write(tmp_path, "b.csv", head + "0.25,ChatGPT,10,5,15,API log\n1.5,GPT-4,3,0,3,API log\n2.75,GPT-4,4,1,5,API log\n")
+    t = read_burstgpt(path)
+    assert t.arrival_s.tolist() == [0.25, 2.75] and "dropped 1 failed" in t.source
+
+
 def test_trailing_blank_lines_are_fine(tmp_path):
     path = write(tmp_path, "ok.csv", AZURE_HEAD + "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.6805900,3,4\n\n\n")
     t = read_azure(path)
