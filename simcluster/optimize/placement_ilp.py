@@ -184,6 +184,16 @@ def build_program(
     for g in free:
         prob += pulp.lpSum(gpu_terms[g]) == slots, f"slots_{g}"
         prob += pulp.LpAffineExpression(load_terms[g]) - peak <= 0, f"load_{g}"
+    if symmetry_breaking(program, free):
+        # GPUs of one node are interchangeable; ordering their loads removes the copies of every
+        # solution that differ only by a permutation, which otherwise stalls the proof.
+        for g in free:
+            if (g + 1) % per_node and g + 1 in load_terms:
+                prob += (
+                    pulp.LpAffineExpression(load_terms[g])
+                    - pulp.LpAffineExpression(load_terms[g + 1]) >= 0,
+                    f"order_{g}",
+                )
 
     objective, constant = [(peak, 1.0)], 0.0
     holds = {}
@@ -222,6 +232,24 @@ def build_program(
     variables = {"peak": peak, "z": z, "u": u, "holds": holds, "moved": moved,
                  "free": free, "x_fixed": x_fixed}
     return prob, variables
+
+
+def symmetry_breaking(program: LayerProgram, free: list[int]) -> bool:
+    """Order GPU loads within nodes only in whole programs without a current placement (the
+    migration term tells GPUs of a node apart)."""
+    return len(free) == program.n_gpus and program.current is None
+
+
+def order_within_nodes(program: LayerProgram, x: np.ndarray) -> np.ndarray:
+    """Permute a placement's GPUs within each node so their loads descend (the `order_` rows)."""
+    loads = np.asarray(program.loads, dtype=float)
+    per_gpu = (loads / x.sum(axis=1)) @ x
+    per_node = program.gpus_per_node
+    columns = []
+    for n in range(program.n_nodes):
+        gpus = np.arange(n * per_node, (n + 1) * per_node)
+        columns.extend(gpus[np.argsort(-per_gpu[gpus], kind="stable")].tolist())
+    return x[:, columns]
 
 
 def set_start(program: LayerProgram, variables: dict, x: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from simcluster.optimize.placement_ilp import (
     build_program,
     candidate_counts,
     objective_of,
+    order_within_nodes,
     peak_floor,
     peak_over_mean,
     read_solution,
@@ -67,7 +68,7 @@ def solve_layer(
         if lp_path is not None:
             prob.writeLP(lp_path)
     if n_assignment <= program.max_assignment_vars:
-        set_start(program, variables, best_x)
+        set_start(program, variables, order_within_nodes(program, best_x))
         left_s = time_limit_s - (time.perf_counter() - began)
         report = solve(prob, time_limit_s=max(left_s, 0.05), warm_start=True, prefer=solver)
         x = read_solution(program, variables) if report.objective is not None else None
