@@ -56,7 +56,7 @@ def test_azure_known_values():
 @pytest.mark.parametrize("name", ["mooncake_conversation.jsonl", "mooncake_synthetic.jsonl"])
 def test_mooncake_sample_matches_the_text(name):
     path = TRACES / name
-    records = [json.loads(line) for line in open(path)]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
     t = read_mooncake(path)
     assert len(t) == len(records) == 2000
     np.testing.assert_allclose(t.arrival_s, [r["timestamp"] / 1000 for r in records])
