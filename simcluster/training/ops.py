@@ -1,0 +1,199 @@
+"""Training operator costs: forward, backward and optimizer work of one pipeline chunk per micro-batch.
+
+The forward op list reuses the serving op builders of llm/ops.py (every token emits logits in
+training). Backward costs follow the usual ratios: a GEMM's backward is two GEMMs of its forward's
+size, one for the input gradient (B) and one for the weight gradient (W) (Narayanan et al. 2021
+§3.2: backward ≈ 2× forward); fused attention's backward does ≈ 2.5× its forward FLOPs
+(Dao 2023, FlashAttention-2 §3: five matmuls against two, the scores recomputed); elementwise
+kernels read the output gradient and the saved input and write one gradient (≈ 2× forward bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from simcluster.cost.model import CostModel
+from simcluster.llm import params
+from simcluster.llm.ops import Op, linear_ops, prefill_attention_op, stage_layers
+from simcluster.llm.spec import LlmSpec
+from simcluster.training.placement import Groups, collective_s
+from simcluster.training.plan import TrainingPlan
+from simcluster.units import dtype_bytes
+
+ATTENTION_BACKWARD_RATIO = 2.5     # FlashAttention-2 backward/forward FLOPs
+ELEMENTWISE_BACKWARD_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class ChunkCost:
+    """Seconds one GPU spends on one micro-batch of one pipeline chunk (virtual stage).
+
+    forward_s / backward_input_s / backward_weight_s are kernel time; *_comm_s are the blocking
+    communication inside those passes (TP all-reduces, EP all-to-all, the part of CP ring exchange
+    and FSDP gathers that compute does not hide). backward_input_s includes recomputation.
+    """
+
+    index: int
+    n_layers: int
+    forward_s: float
+    backward_input_s: float
+    backward_weight_s: float
+    forward_comm_s: float
+    backward_comm_s: float
+    send_bytes: float            # activations to the next chunk (gradients come back the same size)
+    dense_params: float          # parameters held by one GPU (non-expert), unsharded by ZeRO
+    expert_params: float
+    flops: float                 # hardware FLOPs of F + B + W on one GPU, recomputation included
+
+    @property
+    def forward_total_s(self) -> float:
+        return self.forward_s + self.forward_comm_s
+
+    @property
+    def backward_total_s(self) -> float:
+        return self.backward_input_s + self.backward_weight_s + self.backward_comm_s
+
+
+def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: int) -> list[Op]:
+    """Forward ops of chunk `index` of `n_chunks` (= pp × virtual stages) for one micro-batch on one GPU."""
+    tokens = plan.micro_batch * plan.seq_len // plan.cp
+    imbalance = plan.moe_imbalance
+    if plan.capacity_factor is not None:
+        imbalance = min(imbalance, max(1.0, plan.capacity_factor))
+    ops = linear_ops(llm, tokens, tokens, plan.tp, n_chunks, plan.ep, "bf16", index, imbalance)
+    ops = [o for o in ops if o.name != "pp.send"]
+    if plan.dtype != "bf16":
+        scale = dtype_bytes(plan.dtype) / dtype_bytes("bf16")
+        ops = [replace(o, dtype=plan.dtype, bytes=o.bytes * scale) if o.kind in ("gemm", "moe") else o
+               for o in ops]
+    if plan.sequence_parallel:
+        # Norms, dropout and residual adds run on the 1/tp sequence shard (Korthikanti et al. 2022 §4.2.2).
+        ops = [replace(o, flops=o.flops / plan.tp, bytes=o.bytes / plan.tp)
+               if o.kind in ("norm", "elementwise") else o for o in ops]
+    layers = len(stage_layers(llm, n_chunks, index))
+    s = plan.seq_len
+    # Causal pairs per sequence s(s+1)/2; load-balanced ring attention gives each CP rank 1/cp of them.
+    pairs = plan.micro_batch * s * (s + 1) / 2.0 / plan.cp
+    attn = prefill_attention_op(llm, plan.micro_batch, tokens, plan.micro_batch * s, pairs, plan.tp, layers)
+    at = next(i for i, o in enumerate(ops) if o.kind == "rope") + 1
+    return ops[:at] + [attn] + ops[at:]
+
+
+def chunk_params(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: int) -> tuple[float, float]:
+    """(dense, expert) parameters one GPU holds for chunk `index`: TP splits dense weights, EP (or TP)
+    splits experts; the embedding sits on the first chunk, the LM head on the last."""
+    dense = expert = 0.0
+    for i in stage_layers(llm, n_chunks, index):
+        layer = params.layer_params(llm, i)
+        if llm.is_moe_layer(i):
+            routed = llm.moe.n_experts * params.expert_params(llm)
+            dense += (layer - routed) / plan.tp
+            expert += routed / (plan.ep if plan.ep > 1 else plan.tp)
+        else:
+            dense += layer / plan.tp
+    emb = llm.vocab_size * llm.hidden_size
+    if index == 0:
+        dense += emb / plan.tp
+        if llm.position_embedding == "learned":
+            dense += llm.max_position * llm.hidden_size
+    if index == n_chunks - 1:
+        dense += params.final_norm_params(llm)
+        if not (llm.tie_embeddings and n_chunks == 1):
+            dense += emb / plan.tp
+    return dense, expert
+
+
+def prefetch_pipeline_s(compute_s: float, comm_s: float, n: int) -> float:
+    """n layers whose parameters are gathered one ahead (FSDP prefetch): the first gather is exposed,
+    then each step takes the longer of this layer's compute and the next layer's gather.
+
+    Two-stream software pipeline: T = comm + (n-1)·max(compute, comm) + compute.
+    """
+    if n <= 0:
+        return 0.0
+    return comm_s + (n - 1) * max(compute_s, comm_s) + compute_s
+
+
+def _comm_ops_s(ops: list[Op], groups: Groups, cm: CostModel) -> float:
+    total = 0.0
+    for o in ops:
+        if o.kind != "collective":
+            continue
+        grp = groups.tp if o.name.startswith("tp.") else groups.ep
+        total += collective_s(o.collective, o.message_bytes, grp, cm.links) * o.repeat
+    return total
+
+
+def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, index: int,
+               n_chunks: int) -> ChunkCost:
+    """Time one micro-batch of chunk `index` costs one GPU, by pass (see ChunkCost)."""
+    ops = chunk_forward_ops(llm, plan, index, n_chunks)
+    layers = len(stage_layers(llm, n_chunks, index))
+    fwd = b_in = b_w = attn_fwd = flops = 0.0
+    for o in ops:
+        if o.kind == "collective":
+            continue
+        t = cm.op(o, cuda_graphs=False).time_s
+        fwd += t
+        f = o.flops * o.repeat
+        flops += f
+        if o.kind in ("gemm", "moe"):
+            b_in += t
+            b_w += t
+            flops += 2 * f
+        elif o.kind == "attention_prefill":
+            attn_fwd += t
+            b_in += ATTENTION_BACKWARD_RATIO * t
+            flops += ATTENTION_BACKWARD_RATIO * f
+        else:
+            b_in += ELEMENTWISE_BACKWARD_RATIO * t
+            flops += f
+    comm_f = _comm_ops_s(ops, groups, cm)
+    comm_b = comm_f     # the transposed collectives of backward move the same bytes
+    if plan.recompute == "full":
+        b_in += fwd
+        comm_b += comm_f
+        flops += sum(o.flops * o.repeat for o in ops if o.kind != "collective")
+    elif plan.recompute == "selective":
+        b_in += attn_fwd
+        flops += sum(o.flops * o.repeat for o in ops if o.kind == "attention_prefill")
+    if plan.cp > 1:
+        # Ring attention (Liu et al. 2023): cp-1 K/V block exchanges per layer overlap the
+        # blockwise attention compute; backward moves K/V and their gradients (twice the bytes).
+        kv_heads = max(1, llm.n_kv_heads // plan.tp)
+        kv_bytes = 2 * plan.micro_batch * plan.seq_len / plan.cp * kv_heads * llm.head_dim * 2
+        step_s = collective_s("send_recv", kv_bytes, groups.cp, cm.links)
+        per_layer_f = (plan.cp - 1) * step_s
+        attn_layer = attn_fwd / max(layers, 1)
+        comm_f += layers * max(0.0, per_layer_f - attn_layer)
+        comm_b += layers * max(0.0, 2 * per_layer_f - ATTENTION_BACKWARD_RATIO * attn_layer)
+    dense, expert = chunk_params(llm, plan, index, n_chunks)
+    if plan.zero == 3 and groups.dp.size > 1 and layers:
+        # FSDP: gather each layer's weights (compute dtype) before forward and again before backward,
+        # prefetching the next layer; reduce-scatter its gradients (grad dtype) after backward.
+        per_layer = (dense + expert) / layers
+        gather_s = collective_s("all_gather", per_layer * dtype_bytes("bf16"), groups.dp, cm.links)
+        scatter_s = collective_s("reduce_scatter", per_layer * dtype_bytes(plan.grad_dtype), groups.dp, cm.links)
+        comm_f += prefetch_pipeline_s(fwd / layers, gather_s, layers) - fwd
+        b_total = b_in + b_w
+        comm_b += prefetch_pipeline_s(b_total / layers, gather_s + scatter_s, layers) - b_total + scatter_s
+    act = plan.micro_batch * plan.seq_len / plan.cp * llm.hidden_size * dtype_bytes("bf16")
+    send = act / plan.tp if plan.sequence_parallel else act
+    return ChunkCost(index, layers, fwd, b_in, b_w, comm_f, comm_b, send, dense, expert, flops)
+
+
+def adam_bytes_per_param(plan: TrainingPlan) -> float:
+    """Device-memory traffic of one fused Adam(W) update per parameter: read the gradient, read and
+    write both moments and the master (or the weight itself), write the low-precision weight copy."""
+    state = dtype_bytes(plan.optimizer_state_dtype)
+    master = dtype_bytes("fp32") if plan.master_weights else dtype_bytes(plan.param_dtype)
+    copy = dtype_bytes(plan.param_dtype) if plan.master_weights else 0.0
+    return dtype_bytes(plan.grad_dtype) + 4 * state + 2 * master + copy
+
+
+def optimizer_op(plan: TrainingPlan, local_params: float) -> Op:
+    """One Adam(W) step over the parameters this GPU updates (its ZeRO shard when zero >= 1).
+    ~12 FLOPs per parameter (moments, bias correction, sqrt, divide, weight decay)."""
+    return Op("optimizer.adam", "elementwise", flops=12.0 * local_params,
+              bytes=adam_bytes_per_param(plan) * local_params, dtype="fp32",
+              shape={"tokens": local_params, "hidden": 1})

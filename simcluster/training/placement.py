@@ -1,0 +1,93 @@
+"""Where the ranks of each parallel group sit, and what one collective over such a group costs.
+
+Ranks are placed tp innermost, then cp, then dp, pp outermost (see plan.py). A group of n ranks
+with stride `stride` holds `per_node` members in each node it touches; the collective then runs
+on NVLink alone (per_node = n), on the NICs alone (per_node = 1, one GPU per node, each on its own
+rail), or hierarchically (intra-node phase on NVLink, inter-node phase over the rails).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from simcluster.cost.collectives import LinkParams, best_time_s, hierarchical_time_s
+from simcluster.training.plan import TrainingPlan
+
+
+@dataclass(frozen=True)
+class Group:
+    """One communication group: `size` ranks, `per_node` of them in each node."""
+
+    name: str
+    size: int
+    per_node: int
+
+    @property
+    def link(self) -> str:
+        """The link resource the collective loads: 'nvlink' inside a node, else the rank's 'nic'."""
+        return "nvlink" if self.per_node >= self.size else "nic"
+
+
+def gpus_per_node_used(plan: TrainingPlan, gpus_per_node: int) -> int:
+    """GPUs of each node the plan uses: all of them, unless `nodes` spreads the plan thinner."""
+    if plan.nodes:
+        return max(1, min(gpus_per_node, plan.n_gpus // plan.nodes))
+    return min(gpus_per_node, plan.n_gpus)
+
+
+def group(name: str, size: int, stride: int, g: int) -> Group:
+    """A group of `size` ranks spaced `stride` apart when each node holds g consecutive ranks."""
+    if size <= 1:
+        return Group(name, 1, 1)
+    per_node = max(1, min(size, g // stride)) if stride < g else 1
+    return Group(name, size, per_node)
+
+
+@dataclass(frozen=True)
+class Groups:
+    tp: Group
+    cp: Group
+    dp: Group            # gradient reduction of dense weights: the dp×cp ranks of a stage
+    ep: Group
+    expert_dp: Group     # gradient reduction of expert weights: dp×cp / ep ranks
+    pp: Group
+    gpus_per_node: int
+
+    def pp_crosses_node(self, stage: int) -> bool:
+        """Whether the send from pipeline stage `stage` to `stage + 1` leaves the node."""
+        return self.pp.per_node <= 1 or (stage + 1) % self.pp.per_node == 0
+
+
+def plan_groups(plan: TrainingPlan, gpus_per_node: int) -> Groups:
+    g = gpus_per_node_used(plan, gpus_per_node)
+    t, c, d = plan.tp, plan.cp, plan.dp
+    return Groups(
+        tp=group("tp", t, 1, g),
+        cp=group("cp", c, t, g),
+        dp=group("dp", d * c, t, g),
+        ep=group("ep", plan.ep, t, g),
+        expert_dp=group("expert_dp", d * c // plan.ep, t * plan.ep, g),
+        pp=group("pp", plan.pp, t * c * d, g),
+        gpus_per_node=g,
+    )
+
+
+def collective_s(collective: str, size_bytes: float, grp: Group, links: LinkParams) -> float:
+    """Alpha-beta time of one collective over `grp` (nccl-tests size conventions, cost/collectives.py)."""
+    n = grp.size
+    if n <= 1 or size_bytes <= 0:
+        return 0.0
+    if grp.per_node >= n:
+        return best_time_s(collective, size_bytes, n, links.intra_bandwidth_bytes_per_s, links.intra_latency_s)
+    if grp.per_node == 1:
+        return best_time_s(collective, size_bytes, n, links.inter_bandwidth_bytes_per_s, links.inter_latency_s)
+    return hierarchical_time_s(collective, size_bytes, n, replace(links, gpus_per_node=grp.per_node))
+
+
+def p2p_s(size_bytes: float, crosses_node: bool, links: LinkParams) -> float:
+    """One point-to-point activation send between adjacent pipeline stages."""
+    if size_bytes <= 0:
+        return 0.0
+    if crosses_node:
+        return links.inter_latency_s + size_bytes / links.inter_bandwidth_bytes_per_s
+    return links.intra_latency_s + size_bytes / links.intra_bandwidth_bytes_per_s
