@@ -12,7 +12,7 @@ from calibrate.shapes import memcpy_sizes
 def run(ctx: BenchContext) -> None:
     sizes = memcpy_sizes(ctx.smoke)
     top = max(sizes)
-    device_src = ctx.pool.view((top // 2,), slot=0).view(torch.uint8)
+    device_src = ctx.pool.view((top // 2,)).view(torch.uint8)
     device_dst = torch.empty(top, dtype=torch.uint8, device=ctx.device)
     cuda = ctx.device.type == "cuda"
     hosts = {False: device_src.cpu().clone()}

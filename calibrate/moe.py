@@ -61,10 +61,11 @@ def grouped_ffn(x, w1, w2, offsets):
 def _measure_point(ctx: BenchContext, dims: MoeDims, counts: list[int], grouped_ok: dict):
     """[(impl, seconds, timing)] for every implementation that runs on these counts."""
     rows = sum(counts)
-    w1 = ctx.pool.view((dims.n_local, 2 * dims.expert_ffn, dims.hidden), slot=1)
-    w2 = ctx.pool.view((dims.n_local, dims.hidden, dims.expert_ffn), slot=2)
     n_sets = rotation_count(2 * rows * dims.hidden, ctx.timer.l2_bytes, max_sets=8)
-    xs = [ctx.pool.view((rows, dims.hidden), slot=3 + i) for i in range(n_sets)]
+    w_shape = [(dims.n_local, 2 * dims.expert_ffn, dims.hidden),
+               (dims.n_local, dims.hidden, dims.expert_ffn)]
+    # One set holding weights and every rotated input, so none of them overlap.
+    w1, w2, *xs = ctx.pool.sets(w_shape + [(rows, dims.hidden)] * n_sets)[0]
     out = torch.empty(rows, dims.hidden, device=ctx.device, dtype=torch.bfloat16)
     results = []
     t, how = ctx.timer.measure(lambda i: loop_ffn(xs[i], w1, w2, counts, out), n_sets)
