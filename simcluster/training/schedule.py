@@ -53,10 +53,17 @@ def interleaved(p: int, m: int, v: int, device: int) -> list[Action]:
 
 
 def zero_bubble(p: int, m: int, v: int, device: int) -> list[Action]:
-    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism" §3): the 1F1B order of F and B
-    (input gradient only); each weight-gradient pass W is deferred and run whenever the device would
-    otherwise wait (the simulator fills bubbles with pending W), the rest at the end."""
-    return one_f_one_b(p, m, v, device)
+    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism" §3.1): the 1F1B order of F and B
+    (input gradient only), each weight-gradient pass W deferred: device i runs W of micro-batch k
+    after B of micro-batch k + i, the last i of them at the end, where they fill the cool-down
+    bubble. Bubble (p-1)(F + B - W) instead of 1F1B's (p-1)(F + B + W), same activation memory."""
+    out: list[Action] = []
+    for act in one_f_one_b(p, m, v, device):
+        out.append(act)
+        if act[0] == "B" and act[1] - device >= 0:
+            out.append(("W", act[1] - device, device))
+    out += [("W", k, device) for k in range(max(0, m - device), m)]
+    return out
 
 
 SCHEDULES: dict[str, Callable[[int, int, int, int], list[Action]]] = {

@@ -17,7 +17,7 @@ Overlap as frameworks do it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import simpy
 
@@ -102,7 +102,6 @@ class _Device:
     end_s: float = 0.0
     finished: bool = False
     next: int = 0
-    pending_w: list = field(default_factory=list)
 
 
 class _Replay:
@@ -248,14 +247,11 @@ class _Replay:
         elif kind == "B":
             if c > 0:
                 self._send(dev.index, c - 1, "g", mb, self.send_work[c - 1])
-            if self.split_w:
-                dev.pending_w.append((mb, c))
         self._advance(dev)
 
     def _advance(self, dev: _Device):
-        """Start the device's next pass, or wait for its input (filling the wait with deferred W
-        passes under the zero-bubble schedule). Devices are callback-driven state machines rather
-        than processes: a pass costs one SimPy event."""
+        """Start the device's next pass, or wait for its input. Devices are callback-driven state
+        machines rather than processes: a pass costs one SimPy event."""
         if dev.next < len(dev.actions):
             kind, mb, c = dev.actions[dev.next]
             key = None
@@ -267,10 +263,6 @@ class _Replay:
                 dep = self.arrivals.get(key)
                 ready = dep is not None and dep.callbacks is None   # processed: arrived by now
                 if not ready:
-                    if dev.pending_w:
-                        w_mb, w_c = dev.pending_w.pop(0)
-                        self._start(dev, "W", w_mb, w_c)
-                        return
                     if dep is None:
                         self.waiting[key] = dev
                     else:
@@ -279,10 +271,6 @@ class _Replay:
                 del self.arrivals[key]
             dev.next += 1
             self._start(dev, kind, mb, c)
-            return
-        if dev.pending_w:
-            w_mb, w_c = dev.pending_w.pop(0)
-            self._start(dev, "W", w_mb, w_c)
             return
         dev.ops_end_s = self.env.now
         dev.finished = True
@@ -311,15 +299,67 @@ def _optimizer_s(plan: TrainingPlan, cm: CostModel, groups: Groups, chunks: list
     if optimizer_impl == "foreach":
         # torch's foreach AdamW makes ~8 elementwise passes (decay, lerp, mul, addcmul, sqrt, div,
         # add, addcdiv) instead of one fused pass: ~80 bytes per fp32 parameter.
-        from dataclasses import replace
         op = replace(op, bytes=op.bytes * 80.0 / 28.0)
-    step_s = cm.op(op, cuda_graphs=False).time_s
+    step_s = cm.op(op, cuda_graphs=False).time_s if local > 0 else 0.0
     gather_s = 0.0
     if plan.zero in (1, 2):
         pb = dtype_bytes(plan.param_dtype)
         gather_s = (collective_s("all_gather", dense * pb, groups.dp, cm.links)
                     + collective_s("all_gather", expert * pb, groups.expert_dp, cm.links))
     return step_s, gather_s
+
+
+def replay_iteration(plan: TrainingPlan, chunks: list[ChunkCost], cm: CostModel, groups: Groups,
+                     record_trace: bool = False, link_model: str = "fluid", optimizer_impl: str = "fused",
+                     step_overhead_s: float = 0.0) -> tuple[list[dict], list[dict]]:
+    """Replay one iteration of a pipeline whose chunk costs are given; (per-device rows, trace events).
+
+    Rows carry compute_s, inline_comm_s, ops_end_s (last pass), grads_done_s (last gradient
+    bucket), optimizer_s, param_gather_s and end_s. Theory tests feed equal chunk costs here.
+    """
+    if link_model not in ("fluid", "fifo"):
+        raise ValueError(f"link_model: expected 'fluid' or 'fifo', got {link_model!r}")
+    replay = _Replay(None, plan, cm, groups, chunks, record_trace, link_model)
+    replay.run()
+    devices = []
+    for d in replay.devices:
+        step_s, gather_s = _optimizer_s(plan, cm, groups, chunks, d.index, optimizer_impl)
+        grads_end = max(d.ops_end_s, d.grads_done_s)
+        d.end_s = grads_end + step_s + gather_s + step_overhead_s
+        replay._trace(d.index, 0, "optimizer", grads_end, step_s)
+        replay._trace(d.index, 2, "zero all_gather", grads_end + step_s, gather_s)
+        devices.append({"device": d.index, "compute_s": d.compute_s, "inline_comm_s": d.inline_comm_s,
+                        "ops_end_s": d.ops_end_s, "grads_done_s": d.grads_done_s, "optimizer_s": step_s,
+                        "param_gather_s": gather_s, "end_s": d.end_s})
+    return devices, replay.events
+
+
+def breakdown_of(devices: list[dict], step_overhead_s: float = 0.0) -> dict[str, float]:
+    """time_s and its split on the critical device (the last to finish; most compute on ties):
+    exposed comm = blocking comm inside passes + waiting for gradients after the last pass +
+    ZeRO weight gathers; bubble = the rest of the idle time."""
+    time_s = max(d["end_s"] for d in devices)
+    crit = max(devices, key=lambda d: (d["end_s"], d["compute_s"]))
+    exposed = crit["inline_comm_s"] + (max(crit["ops_end_s"], crit["grads_done_s"]) - crit["ops_end_s"]) \
+        + crit["param_gather_s"]
+    optimizer = crit["optimizer_s"] + step_overhead_s
+    bubble = max(0.0, time_s - crit["compute_s"] - exposed - optimizer)
+    return {"time_s": time_s, "compute_s": crit["compute_s"], "exposed_comm_s": exposed,
+            "bubble_s": bubble, "optimizer_s": optimizer}
+
+
+def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups) -> list[ChunkCost]:
+    """ChunkCost of every virtual stage (identical chunks computed once)."""
+    n_chunks = plan.pp * plan.virtual_stages
+    cache: dict = {}
+    chunks = []
+    for j in range(n_chunks):
+        layers = range(j * llm.n_layers // n_chunks, (j + 1) * llm.n_layers // n_chunks)
+        key = (j == 0, j == n_chunks - 1, tuple(llm.is_moe_layer(i) for i in layers))
+        if key not in cache:
+            cache[key] = chunk_cost(llm, plan, cm, groups, j, n_chunks)
+        chunks.append(replace(cache[key], index=j))
+    return chunks
 
 
 def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: NodeSpec | None = None,
@@ -333,6 +373,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     link_model: 'fluid' — sends and gradient buckets on one device link share its bandwidth
     (processor sharing, links.SharedLink); 'fifo' — each traffic class (pipeline sends, the DP
     stream) is served in order on its own, with no SimPy event per bucket (faster, for huge runs).
+    optimizer_impl: 'fused' (one pass) or 'foreach' (torch AdamW default, ~8 passes, one temporary).
 
     >>> from simcluster.cost import cost_model_for
     >>> from simcluster.llm.spec import load_llm
@@ -344,39 +385,13 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     gpn = node.gpus_per_node if node is not None else cm.links.gpus_per_node
     validate_plan(plan, llm, gpn)
     groups = plan_groups(plan, gpn)
-    n_chunks = plan.pp * plan.virtual_stages
-    cache: dict = {}
-    chunks = []
-    for j in range(n_chunks):
-        layers = range(j * llm.n_layers // n_chunks, (j + 1) * llm.n_layers // n_chunks)
-        key = (j == 0, j == n_chunks - 1, tuple(llm.is_moe_layer(i) for i in layers))
-        if key not in cache:
-            cache[key] = chunk_cost(llm, plan, cm, groups, j, n_chunks)
-        c = cache[key]
-        chunks.append(ChunkCost(j, *list(c.__dict__.values())[1:]))
-    if link_model not in ("fluid", "fifo"):
-        raise ValueError(f"link_model: expected 'fluid' or 'fifo', got {link_model!r}")
-    replay = _Replay(llm, plan, cm, groups, chunks, record_trace, link_model)
-    replay.run()
-    devices = []
-    for d in replay.devices:
-        step_s, gather_s = _optimizer_s(plan, cm, groups, chunks, d.index, optimizer_impl)
-        grads_end = max(d.ops_end_s, d.grads_done_s)
-        d.end_s = grads_end + step_s + gather_s + step_overhead_s
-        replay._trace(d.index, 0, "optimizer", grads_end, step_s)
-        replay._trace(d.index, 2, "zero all_gather", grads_end + step_s, gather_s)
-        devices.append({"device": d.index, "compute_s": d.compute_s, "inline_comm_s": d.inline_comm_s,
-                        "ops_end_s": d.ops_end_s, "grads_done_s": d.grads_done_s, "optimizer_s": step_s,
-                        "param_gather_s": gather_s, "end_s": d.end_s})
-    time_s = max(d["end_s"] for d in devices)
-    crit = max(devices, key=lambda d: (d["end_s"], d["compute_s"]))
-    exposed = crit["inline_comm_s"] + (max(crit["ops_end_s"], crit["grads_done_s"]) - crit["ops_end_s"]) \
-        + crit["param_gather_s"]
-    optimizer = crit["optimizer_s"] + step_overhead_s
-    bubble = max(0.0, time_s - crit["compute_s"] - exposed - optimizer)
+    chunks = plan_chunks(llm, plan, cm, groups)
+    devices, events = replay_iteration(plan, chunks, cm, groups, record_trace, link_model, optimizer_impl,
+                                       step_overhead_s)
+    b = breakdown_of(devices, step_overhead_s)
     tokens = plan.tokens_per_iteration
     flops = model_flops_per_token(llm, plan.seq_len) * tokens
     peak = cm.gpu.flops_per_s("bf16") * plan.n_gpus
     memory = training_memory(llm, plan, cm.gpu.memory_bytes, optimizer_impl, persistent_grads)
-    return TrainingResult(time_s, crit["compute_s"], exposed, bubble, optimizer, flops / (time_s * peak),
-                          tokens / time_s, flops, memory, devices, replay.events)
+    return TrainingResult(b["time_s"], b["compute_s"], b["exposed_comm_s"], b["bubble_s"], b["optimizer_s"],
+                          flops / (b["time_s"] * peak), tokens / b["time_s"], flops, memory, devices, events)
