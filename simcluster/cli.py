@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--kv-dtype", default=None, choices=["bf16", "fp16", "fp8"])
     st.add_argument("--cost-model", default="calibrated", choices=["calibrated", "roofline"])
     st.add_argument("--json", action="store_true")
+    from simcluster.commands.train_step import add_train_step_parser
+    add_train_step_parser(esub)
     return p
 
 

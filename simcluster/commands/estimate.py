@@ -59,4 +59,7 @@ def estimate(args) -> int:
             from simcluster.report.tables import print_step
             print_step(result)
         return 0
+    if args.what == "train-step":
+        from simcluster.commands.train_step import train_step
+        return train_step(args)
     raise ValueError(f"unknown estimate target {args.what!r}")
