@@ -34,6 +34,9 @@ def run_scenario(scenario: Scenario, source: str = "<scenario>") -> ServingResul
 
 def simulate(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
+    if scenario.kind == "training":
+        from simcluster.commands.train_step import simulate_training_scenario
+        return simulate_training_scenario(scenario, args)
     result = run_scenario(scenario, args.scenario)
     slo = scenario.slo.model_dump()
     summary = {"scenario": scenario.name, **result.summary(slo)}
