@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pulp
 
-from simcluster.optimize.solver import solve
+from simcluster.optimize.solver import new_variable, solve
 
 ROLES = ("aggregated", "prefill", "decode")
 COLUMNS = ("option", "gpu", "gpus_per_instance", "usd_per_hour", "role", "bucket", "capacity_rps")
@@ -123,9 +123,9 @@ def solve_gpu_mix(
 def _build(options, demand, available, budget, elastic, min_served_rps=None):
     """The program; elastic=True adds penalised slack to demand, availability and budget rows."""
     prob = pulp.LpProblem("gpu_mix", pulp.LpMinimize)
-    n = {o.name: pulp.LpVariable(f"n_{_safe(o.name)}", lowBound=0, cat=pulp.LpInteger) for o in options}
+    n = {o.name: new_variable(prob, f"n_{_safe(o.name)}", low=0, cat=pulp.LpInteger) for o in options}
     f = {
-        (o.name, b): pulp.LpVariable(f"f_{_safe(o.name)}_{_safe(b)}", lowBound=0, upBound=1)
+        (o.name, b): new_variable(prob, f"f_{_safe(o.name)}_{_safe(b)}", low=0, up=1)
         for o in options for b in o.capacity_rps if b in demand
     }
     slack = {}
@@ -142,7 +142,7 @@ def _build(options, demand, available, budget, elastic, min_served_rps=None):
         prefill = [f[o.name, b] for o in options if (o.name, b) in f and o.role == "prefill"]
         decode = [f[o.name, b] for o in options if (o.name, b) in f and o.role == "decode"]
         if elastic:
-            slack[f"serve_{b}"] = pulp.LpVariable(f"slack_serve_{_safe(b)}", lowBound=0)
+            slack[f"serve_{b}"] = new_variable(prob, f"slack_serve_{_safe(b)}", low=0)
             prob += pulp.lpSum(front) + slack[f"serve_{b}"] == 1, f"serve_{_safe(b)}"
         elif budget is not None:
             prob += pulp.lpSum(front) <= 1, f"serve_{_safe(b)}"
@@ -154,13 +154,13 @@ def _build(options, demand, available, budget, elastic, min_served_rps=None):
     for gpu, limit in available.items():
         used = pulp.lpSum(o.gpus_per_instance * n[o.name] for o in options if o.gpu == gpu)
         if elastic:
-            slack[f"available_{gpu}"] = pulp.LpVariable(f"slack_available_{_safe(gpu)}", lowBound=0)
+            slack[f"available_{gpu}"] = new_variable(prob, f"slack_available_{_safe(gpu)}", low=0)
             used = used - slack[f"available_{gpu}"]
         prob += used <= limit, f"available_{_safe(gpu)}"
     if budget is not None:
         spend = cost
         if elastic:
-            slack["budget"] = pulp.LpVariable("slack_budget", lowBound=0)
+            slack["budget"] = new_variable(prob, "slack_budget", low=0)
             spend = cost - slack["budget"]
         prob += spend <= budget, "budget"
     if min_served_rps is not None:

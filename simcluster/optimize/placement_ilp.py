@@ -39,6 +39,7 @@ from simcluster.optimize.expert_layout import (
     migrated_slots,
     uniform_sources,
 )
+from simcluster.optimize.solver import new_variable
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,12 @@ def build_program(
     norm = loads * n_gpus / loads.sum() if loads.sum() > 0 else np.zeros(n_logical)
     slots = program.slots_per_gpu
 
-    fixed_peak = max([float(norm / np.maximum(incumbent.sum(axis=1), 1) @ x_fixed[:, g]) for g in fixed],
-                     default=0.0)
+    fixed_peak = 0.0
+    if fixed:
+        fixed_peak = float(((norm / np.maximum(incumbent.sum(axis=1), 1)) @ x_fixed[:, fixed]).max())
     prob = pulp.LpProblem("expert_placement", pulp.LpMinimize)
     floor = 0.0 if local_peak else max(peak_floor(program, counts), fixed_peak)
-    peak = pulp.LpVariable("peak_over_mean", lowBound=min(floor, peak_cap), upBound=peak_cap)
+    peak = new_variable(prob, "peak_over_mean", low=min(floor, peak_cap), up=peak_cap)
     z, u = {}, {}
     gpu_terms = {g: [] for g in free}
     load_terms = {g: [] for g in free}
@@ -165,10 +167,10 @@ def build_program(
             continue  # all its replicas are on fixed GPUs
         for k in choices:
             if len(choices) > 1:
-                z[e, k] = pulp.LpVariable(f"z_{e}_{k}", cat=pulp.LpBinary)
+                z[e, k] = new_variable(prob, f"z_{e}_{k}", cat=pulp.LpBinary)
             for g in free:
-                var = pulp.LpVariable(
-                    f"u_{e}_{k}_{g}", lowBound=0, upBound=min(k, slots), cat=pulp.LpInteger
+                var = new_variable(
+                    prob, f"u_{e}_{k}_{g}", low=0, up=min(k, slots), cat=pulp.LpInteger
                 )
                 u[e, k, g] = var
                 gpu_terms[g].append(var)
@@ -201,20 +203,22 @@ def build_program(
         sources = program.source_fractions
         if sources is None:
             sources = uniform_sources(n_logical, n_nodes)
-        share = loads / loads.sum()
-        for e in range(n_logical):
-            for n in range(n_nodes):
-                weight = program.cross_node_weight * share[e] * sources[e, n]
-                node_gpus = range(n * per_node, (n + 1) * per_node)
-                if weight <= 0 or x_fixed[e, n * per_node:(n + 1) * per_node].sum() > 0:
-                    continue  # no tokens from n, or a fixed replica already serves them
-                constant += weight  # weight * (1 - h): crosses unless node n holds a replica
-                terms = [v for g in node_gpus for v in on_gpu.get((e, g), [])]
-                if not terms:
+        weight = program.cross_node_weight * (loads / loads.sum())[:, None] * sources
+        held_fixed = x_fixed.reshape(n_logical, n_nodes, per_node).sum(axis=2) > 0
+        # weight * (1 - h): tokens of e from node n cross unless n holds a replica; pairs a
+        # fixed replica serves cost nothing, the rest cost weight unless h[e,n] = 1.
+        constant += float(weight[~held_fixed].sum())
+        placed = sorted({e for (e, _k, _g) in u})
+        free_nodes = sorted({g // per_node for g in free})
+        for e in placed:
+            for n in free_nodes:
+                if weight[e, n] <= 0 or held_fixed[e, n]:
                     continue
-                holds[e, n] = pulp.LpVariable(f"h_{e}_{n}", cat=pulp.LpBinary)
+                terms = [v for g in range(n * per_node, (n + 1) * per_node)
+                         for v in on_gpu.get((e, g), ())]
+                holds[e, n] = new_variable(prob, f"h_{e}_{n}", cat=pulp.LpBinary)
                 prob += holds[e, n] - pulp.lpSum(terms) <= 0, f"holds_{e}_{n}"
-                objective.append((holds[e, n], -weight))
+                objective.append((holds[e, n], -float(weight[e, n])))
     moved = {}
     if program.migration_weight > 0 and program.current is not None:
         current = counts_matrix(program.current, n_logical, n_gpus)
@@ -225,7 +229,7 @@ def build_program(
                 terms = on_gpu.get((e, g), [])
                 if not terms:
                     continue
-                moved[e, g] = pulp.LpVariable(f"m_{e}_{g}", lowBound=0)
+                moved[e, g] = new_variable(prob, f"m_{e}_{g}", low=0)
                 prob += moved[e, g] - pulp.lpSum(terms) >= -int(current[e, g]), f"moved_{e}_{g}"
                 objective.append((moved[e, g], weight))
     prob += pulp.LpAffineExpression(objective, constant=constant)

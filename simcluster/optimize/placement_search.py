@@ -37,7 +37,7 @@ def solve_layer(
     lp_path: str | None = None,
     solver: str | None = None,
     seed: int = 0,
-    neighbourhood_gpus: int = 4,
+    neighbourhood_gpus: int = 2,
 ) -> tuple[np.ndarray, str, dict]:
     """Place one layer: the program, warm-started from the best start and capped at its peak.
 
@@ -129,7 +129,7 @@ def _neighbourhood_search(
         )
         set_start(program, variables, x)
         left_s = deadline - time.perf_counter()
-        report = solve(prob, time_limit_s=max(min(left_s, step_time_s), 0.05), warm_start=True, gap_rel=2e-3,
+        report = solve(prob, time_limit_s=max(min(left_s, step_time_s), 0.05), warm_start=True, gap_rel=1e-2,
                        prefer=solver)
         iterations += 1
         candidate = read_solution(program, variables) if report.objective is not None else None

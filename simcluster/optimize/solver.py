@@ -33,6 +33,20 @@ class SolveReport:
     solver: str
 
 
+def new_variable(
+    problem: pulp.LpProblem,
+    name: str,
+    low: float | None = None,
+    up: float | None = None,
+    cat: str = pulp.LpContinuous,
+) -> pulp.LpVariable:
+    """A variable of `problem`: PuLP >= 3.3 wants variables made by their problem, older PuLP
+    has only the LpVariable constructor."""
+    if hasattr(problem, "add_variable"):
+        return problem.add_variable(name, low, up, cat=cat)
+    return pulp.LpVariable(name, low, up, cat=cat)
+
+
 def highs_available() -> bool:
     """True when the HiGHS Python API can be imported."""
     return importlib.util.find_spec("highspy") is not None
@@ -127,19 +141,23 @@ def solve(
     threads: int | None = 1,
     gap_rel: float | None = 1e-4,
     prefer: str | None = None,
+    highs_options: dict | None = None,
 ) -> SolveReport:
     """Solve `problem` in place and report what was found.
 
     time_limit_s: wall-clock limit handed to the solver (None: no limit).
     warm_start: use the variables' current `varValue`s as the first incumbent (all of them must
     be set to a feasible point for the start to be useful).
-    threads: solver threads (1 keeps process pools from oversubscribing cores).
+    threads: solver threads (1 keeps process pools from oversubscribing cores; HiGHS cannot
+    change its thread count within one process once it has solved something).
+    highs_options: extra HiGHS options by name (ignored by CBC).
     """
     name = solver_name(prefer)
     started = time.perf_counter()
     if name == "highs":
         cmd = _HighsWithStart(
-            msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap_rel, start=warm_start
+            msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap_rel, start=warm_start,
+            **(highs_options or {}),
         )
     else:
         cmd = pulp.PULP_CBC_CMD(

@@ -83,10 +83,12 @@ def test_uniform_sources_expert_on_every_node_costs_no_traffic():
 
 
 def test_migration_weight_keeps_placement_when_loads_unchanged():
-    loads = generate_loads(2, 8, 5000, skew=0.8, seed=9)
-    first = place_experts(loads, 2, 2, 12, n_groups=4, time_limit_s=4.0, cross_node_weight=0.0)
+    # Small enough that the first solve proves optimality (typically ~1 s; the limit only
+    # guards a loaded machine).
+    loads = generate_loads(2, 6, 5000, skew=0.8, seed=1)
+    first = place_experts(loads, 2, 2, 8, n_groups=2, time_limit_s=8.0, cross_node_weight=0.0)
     assert all(r["status"] == "optimal" for r in first.layers)
-    again = place_experts(loads, 2, 2, 12, n_groups=4, time_limit_s=4.0, cross_node_weight=0.0,
+    again = place_experts(loads, 2, 2, 8, n_groups=2, time_limit_s=8.0, cross_node_weight=0.0,
                           current=first.phy2log)
     np.testing.assert_array_equal(again.phy2log, first.phy2log)
     assert [r["migrated_slots"] for r in again.layers] == [0, 0]
@@ -128,7 +130,8 @@ def test_neighbourhood_search_path_and_process_pool():
     assert all(r["iterations"] >= 1 for r in result.layers)
     assert (np.array([r["balancedness"] for r in result.layers]) >= glob - 1e-12).all()
     assert (result.logcnt >= 1).all()
-    assert (np.bincount(result.phy2log[0] // 48 * 0 + np.arange(48) // 6) == 6).all()
+    # Splitting loads over replicas conserves tokens: GPU loads add up to the layer's tokens.
+    np.testing.assert_allclose(result.gpu_loads.sum(axis=1), loads.sum(axis=1))
 
 
 @pytest.mark.parametrize("policy", ["eplb-hierarchical", "eplb-global"])
