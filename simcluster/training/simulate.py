@@ -23,72 +23,15 @@ import simpy
 
 from simcluster.cost.model import CostModel
 from simcluster.hardware.node import NodeSpec
-from simcluster.llm import params
 from simcluster.llm.spec import LlmSpec
 from simcluster.training.links import SharedLink
-from simcluster.training.memory import TrainingMemory, training_memory
+from simcluster.training.memory import training_memory
 from simcluster.training.ops import ChunkCost, chunk_cost, optimizer_op
 from simcluster.training.placement import Groups, collective_s, p2p_s, plan_groups
 from simcluster.training.plan import TrainingPlan, validate_plan
+from simcluster.training.result import TrainingResult, model_flops_per_token
 from simcluster.training.schedule import SCHEDULES
 from simcluster.units import dtype_bytes
-
-
-def model_flops_per_token(llm: LlmSpec, seq_len: int) -> float:
-    """Training FLOPs per token: 6·N over the matmul weights a token touches (the LM head included,
-    the embedding lookup not) + 12·L·(heads·head_dim)·s for attention scores and values
-    (PaLM, Chowdhery et al. 2022, Appendix B; the convention MFU figures are quoted in)."""
-    n = params.active_params(llm) - llm.vocab_size * llm.hidden_size
-    if llm.tie_embeddings:
-        n += llm.vocab_size * llm.hidden_size
-    if llm.position_embedding == "learned":
-        n -= llm.max_position * llm.hidden_size
-    return 6.0 * n + 12.0 * llm.n_layers * llm.n_heads * llm.head_dim * seq_len
-
-
-@dataclass
-class TrainingResult:
-    """One simulated iteration. Times in seconds on the critical GPU (the last to finish):
-    time_s = compute_s + exposed_comm_s + bubble_s + optimizer_s."""
-
-    time_s: float
-    compute_s: float
-    exposed_comm_s: float
-    bubble_s: float
-    optimizer_s: float
-    mfu: float
-    tokens_per_s: float
-    model_flops: float
-    memory: TrainingMemory
-    devices: list[dict]
-    trace_events: list[dict] = field(default_factory=list)
-
-    @property
-    def peak_memory_bytes(self) -> float:
-        return self.memory.peak_memory_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.memory.fits
-
-    def breakdown(self) -> dict[str, float]:
-        return {"compute_s": self.compute_s, "exposed_comm_s": self.exposed_comm_s,
-                "bubble_s": self.bubble_s, "optimizer_s": self.optimizer_s}
-
-    def summary(self) -> dict:
-        return {"time_s": self.time_s, "mfu": self.mfu, "tokens_per_s": self.tokens_per_s,
-                "model_flops": self.model_flops, "peak_memory_bytes": self.peak_memory_bytes,
-                "fits": self.fits, "breakdown": self.breakdown(), "memory": self.memory.as_record()}
-
-    def chrome_trace(self) -> dict:
-        """Trace-event JSON (Chrome / Perfetto): pid = pipeline device, tid 0 compute, 1 sends, 2 DP."""
-        meta = []
-        for d in self.devices:
-            pid = d["device"]
-            meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"pp stage {pid}"}})
-            for tid, name in ((0, "compute"), (1, "p2p"), (2, "data-parallel")):
-                meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}})
-        return {"traceEvents": meta + self.trace_events, "displayTimeUnit": "ms"}
 
 
 @dataclass
@@ -123,7 +66,7 @@ class _Replay:
         self.arrivals: dict[tuple, simpy.Event] = {}
         self.waiting: dict[tuple, _Device] = {}
         self.last_mb = m - 1
-        self.grad_ready: list[list] = [[] for _ in range(p)]   # (ready event, work_s, link name, label)
+        self.grad_ready: list[list] = [[] for _ in range(p)]   # (ready_s, work_s, link name, label)
         self.send_work = [p2p_s(c.send_bytes, groups.pp_crosses_node(c.index % p) if p > 1 else False, cm.links)
                           for c in chunks]
 
@@ -195,8 +138,7 @@ class _Replay:
                     self._trace(dev.index, 2, label, start, work)
                 continue
             for k in range(n):
-                ready = self.env.timeout(max(0.0, start_s + dur_s * (k + 1) / n - self.env.now))
-                self.grad_ready[dev.index].append((ready, work, grp.link, label))
+                self.grad_ready[dev.index].append((start_s + dur_s * (k + 1) / n, work, grp.link, label))
         self._notify(dev.index)
 
     def _notify(self, s: int):
@@ -210,12 +152,19 @@ class _Replay:
         while True:
             queue = self.grad_ready[s]
             if i < len(queue):
-                ready, work, link, label = queue[i]
-                i += 1
-                yield ready
+                ready_s, work, link, label = queue[i]
+                if ready_s > self.env.now:
+                    yield self.env.timeout(ready_s - self.env.now)
+                # Buckets that became ready while the stream was busy go out back to back: one
+                # transfer of their summed solo time (alpha-beta is additive) instead of one each.
+                j, n = i + 1, 1
+                while j < len(queue) and queue[j][0] <= self.env.now and queue[j][2] == link:
+                    work += queue[j][1]
+                    j, n = j + 1, n + 1
+                i = j
                 start = self.env.now
                 yield self.links[s][link].transfer(work, label)
-                self._trace(s, 2, label, start, self.env.now - start)
+                self._trace(s, 2, label if n == 1 else f"{label} ×{n}", start, self.env.now - start)
                 continue
             if dev.finished:
                 break
