@@ -14,6 +14,8 @@ from simcluster import commands
 EPILOG_PLAN = """examples:
   simcluster plan scenarios/serve-llama8b-chat.yaml
   simcluster plan scenarios/serve-llama8b-chat.yaml --set workload.synthetic.rate_per_s=20 --json
+  simcluster plan scenarios/plan-llama70b-serving.yaml --objective max_goodput_per_usd --cache .plan-cache --out out/70b
+  simcluster plan scenarios/plan-llama405b-training.yaml --backend ray --address auto
 """
 EPILOG_SIMULATE = """examples:
   simcluster simulate scenarios/serve-llama8b-chat.yaml --out out/chat
@@ -65,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--out", metavar="DIR", help="write results into DIR")
         return c
 
-    scenario_cmd("plan", "search deployments for a scenario and rank them", EPILOG_PLAN)
+    pl = scenario_cmd("plan", "search deployments for a scenario and rank them", EPILOG_PLAN)
+    pl.add_argument("--objective", choices=["min_cost", "max_goodput_per_usd"], default=None,
+                    help="serving: least USD/hour for the target rate, or most goodput per USD (default: the scenario's)")
+    pl.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="run sweeps in a local process pool (default) or on a Ray cluster")
+    pl.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    pl.add_argument("--workers", type=_positive_int, default=None, help="processes (default: one per CPU)")
+    pl.add_argument("--cache", metavar="DIR", default=None,
+                    help="cache results in DIR so a repeated or interrupted search resumes")
     scenario_cmd("simulate", "simulate the deployment a scenario describes", EPILOG_SIMULATE)
 
     v = sub.add_parser("validate", help="check scenario files", epilog=EPILOG_VALIDATE,

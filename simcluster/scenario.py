@@ -7,10 +7,10 @@ search space (plan). Errors come out as one line: `FILE: key.path: what was expe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from simcluster import catalog
 
@@ -117,12 +117,34 @@ class Serving(_Strict):
     router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
 
 
+def _powers_of_two(v: list[int], what: str) -> list[int]:
+    if any(t <= 0 or t & (t - 1) for t in v):
+        raise ValueError(f"{what} must be powers of two")
+    return v
+
+
 class Search(_Strict):
+    """Serving plan search space (kind: serving); candidates are the product of the lists."""
+
+    kind: Literal["serving"] = Field("serving", exclude=True, description="set from the scenario's kind")
+
     gpus: list[str] = Field(min_length=1)
     tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    pp: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
     max_replicas: int = Field(16, gt=0)
     max_num_seqs: list[int] = Field(default_factory=lambda: [256], min_length=1)
-    max_batched_tokens: list[int] = Field(default_factory=lambda: [8192], min_length=1)
+    max_batched_tokens: list[int] = Field(default_factory=lambda: [8192], min_length=1,
+                                          description="token budget per iteration (the prefill chunk size)")
+    chunked_prefill: list[bool] = Field(default_factory=lambda: [True], min_length=1)
+    order: list[Literal["decode_first", "prefill_first"]] = Field(default_factory=lambda: ["decode_first"], min_length=1)
+    disaggregated: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    pd_ratio: list[str] = Field(default_factory=lambda: ["1:1", "1:2", "2:1"], min_length=1,
+                                description="disaggregated: prefill:decode replicas per unit")
+    objective: Literal["min_cost", "max_goodput_per_usd"] = "min_cost"
+    target_rate_per_s: float | None = Field(None, gt=0, description="rescale the workload to this rate")
+    capacity_requests: int = Field(300, ge=20, description="requests replayed per capacity probe")
+    simulate_at_least: int = Field(4, ge=1, description="plans simulated before bounds may drop the rest")
     top: int = Field(10, gt=0, description="rows shown in the ranked table")
 
     @field_validator("gpus")
@@ -133,24 +155,179 @@ class Search(_Strict):
     @field_validator("tp")
     @classmethod
     def _tp(cls, v):
-        if any(t <= 0 or t & (t - 1) for t in v):
-            raise ValueError("tensor-parallel degrees must be powers of two")
+        return _powers_of_two(v, "tensor-parallel degrees")
+
+    @field_validator("pp", "ep", "max_num_seqs", "max_batched_tokens")
+    @classmethod
+    def _positive(cls, v):
+        if any(x <= 0 for x in v):
+            raise ValueError("expected positive integers")
         return v
+
+    @field_validator("pd_ratio")
+    @classmethod
+    def _ratio(cls, v):
+        for r in v:
+            p, _, d = r.partition(":")
+            if not (p.isdigit() and d.isdigit() and int(p) > 0 and int(d) > 0):
+                raise ValueError(f"{r!r}: expected PREFILL:DECODE replica counts such as 1:2")
+        return v
+
+
+class TrainingSearch(_Strict):
+    """Training plan search space (kind: training): one GPU type and count, one global batch."""
+
+    kind: Literal["training"] = Field("training", exclude=True, description="set from the scenario's kind")
+
+    gpu: str
+    n_gpus: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    global_batch: int = Field(gt=0, description="sequences per iteration")
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    pp: list[int] | None = Field(None, description="None: every divisor of n_gpus that divides the layers")
+    cp: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    micro_batch: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    virtual_stages: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    recompute: list[Literal["none", "selective", "full"]] = Field(default_factory=lambda: ["none", "selective", "full"],
+                                                                  min_length=1)
+    zero: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
+    schedule: Literal["1f1b", "zero_bubble", "gpipe"] = Field("1f1b", description="for virtual_stages = 1")
+    sequence_parallel: bool = Field(True, description="with tp > 1")
+    simulate_top: int = Field(5, ge=0, description="best analytic plans simulated in full")
+    top: int = Field(10, gt=0, description="rows shown in the ranked table")
+
+    _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
+
+    @field_validator("tp", "cp", "ep", "micro_batch", "virtual_stages", "pp")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(x <= 0 for x in v):
+            raise ValueError("expected positive integers")
+        return v
+
+
+class GpuMixSearch(_Strict):
+    """GPU mix (kind: gpu_mix): which serving options to rent per request-length bucket."""
+
+    kind: Literal["gpu_mix"] = Field("gpu_mix", exclude=True, description="set from the scenario's kind")
+
+    gpus: list[str] = Field(min_length=1)
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    max_num_seqs: int = Field(256, gt=0)
+    max_batched_tokens: int = Field(8192, gt=0)
+    bucket_edges_tokens: list[int] = Field(default_factory=lambda: [1024, 4096],
+                                           description="prompt-length bucket edges (tokens)")
+    gpus_available: dict[str, int] = Field(default_factory=dict)
+    budget_usd_per_hour: float | None = Field(None, gt=0)
+    capacity_requests: int = Field(200, ge=20)
+    options_per_gpu: int = Field(1, ge=1, description="cheapest plans per GPU type offered to the program")
+    time_limit_s: float = Field(30.0, gt=0)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v):
+        return [_check_gpu(g) for g in v]
+
+    @field_validator("tp")
+    @classmethod
+    def _tp(cls, v):
+        return _powers_of_two(v, "tensor-parallel degrees")
+
+    @field_validator("gpus_available")
+    @classmethod
+    def _available(cls, v):
+        return {_check_gpu(g): n for g, n in v.items()}
+
+
+class PlacementSearch(_Strict):
+    """Expert placement (kind: expert_placement): routing loads and the GPUs to place them on."""
+
+    kind: Literal["expert_placement"] = Field("expert_placement", exclude=True, description="set from the scenario's kind")
+
+    loads: str | None = Field(None, description="CSV of per-layer expert loads; None: generated")
+    generate_skew: float = Field(1.0, ge=0, description="generated loads: Zipf exponent of expert popularity")
+    nodes: int = Field(gt=0)
+    gpus_per_node: int = Field(gt=0)
+    slots: int = Field(gt=0, description="physical expert slots in all")
+    groups: int | None = Field(None, gt=0)
+    policy: Literal["ilp", "eplb-hierarchical", "eplb-global"] = "ilp"
+    time_limit_s: float = Field(60.0, gt=0)
+
+
+class Training(_Strict):
+    """A concrete training plan (kind: training), simulated by `simcluster simulate`; the fields of
+    simcluster.training.plan.TrainingPlan. Rank placement: tp innermost, then cp, dp, pp outermost."""
+
+    gpu: str
+    n_gpus: int = Field(gt=0, description="dp × tp × pp × cp")
+    seq_len: int = Field(gt=0)
+    micro_batch: int = Field(1, gt=0)
+    global_batch: int | None = Field(None, gt=0, description="sequences per iteration; default micro_batch × dp")
+    dp: int = Field(1, gt=0)
+    tp: int = Field(1, gt=0)
+    pp: int = Field(1, gt=0)
+    cp: int = Field(1, gt=0)
+    ep: int = Field(1, gt=0)
+    zero: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage; 3 = FSDP full shard")
+    sequence_parallel: bool = False
+    schedule: Literal["gpipe", "1f1b", "interleaved", "zero_bubble"] = "1f1b"
+    virtual_stages: int = Field(1, gt=0)
+    recompute: Literal["none", "selective", "full"] = "none"
+    dtype: Literal["bf16", "fp8"] = "bf16"
+    optimizer_state_dtype: Literal["fp32", "bf16"] = "fp32"
+    master_weights: bool = True
+    param_dtype: Literal["fp32", "bf16"] = "bf16"
+    grad_dtype: Literal["fp32", "bf16"] = "fp32"
+    capacity_factor: float | None = Field(None, gt=0, description="MoE expert capacity; None = dropless")
+    moe_imbalance: float = Field(1.0, ge=1)
+    flash_attention: bool = True
+    nodes: int | None = Field(None, gt=0)
+    bucket_bytes: float = Field(25e6, gt=0, description="DDP gradient bucket (bytes)")
+
+    _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
+
+    @model_validator(mode="after")
+    def _degrees(self):
+        if self.dp * self.tp * self.pp * self.cp != self.n_gpus:
+            raise ValueError(f"n_gpus: expected dp×tp×pp×cp = {self.dp * self.tp * self.pp * self.cp}, got {self.n_gpus}")
+        return self
+
+
+SEARCH_BY_KIND = {"serving": Search, "training": TrainingSearch, "gpu_mix": GpuMixSearch,
+                  "expert_placement": PlacementSearch}
 
 
 class Scenario(_Strict):
     name: str
     description: str = ""
-    kind: Literal["serving"] = "serving"
+    kind: Literal["serving", "training", "gpu_mix", "expert_placement"] = "serving"
     seed: int = 0
     llm: str
     cost_model: Literal["calibrated", "roofline"] = "calibrated"
-    workload: Workload
+    workload: Workload | None = None
     slo: Slo = Slo()
     serving: Serving | None = None
-    search: Search | None = None
+    search: Annotated[Union[Annotated[Search, Tag("serving")], Annotated[TrainingSearch, Tag("training")],
+                            Annotated[GpuMixSearch, Tag("gpu_mix")], Annotated[PlacementSearch, Tag("expert_placement")]],
+                      Discriminator(lambda v: v.get("kind") if isinstance(v, dict) else v.kind)] | None = None
+    training: Training | None = None
 
     _llm = field_validator("llm")(classmethod(lambda cls, v: _check_llm(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _search_kind(cls, data):
+        """The search section's schema depends on `kind`: tell the tagged union which one."""
+        if isinstance(data, dict) and isinstance(data.get("search"), dict):
+            data = {**data, "search": {**data["search"], "kind": data.get("kind", "serving")}}
+        return data
+
+    @model_validator(mode="after")
+    def _workload_for_serving(self):
+        if self.workload is None and self.kind in ("serving", "gpu_mix"):
+            raise ValueError(f"workload: required for kind {self.kind!r}")
+        return self
 
     # Set by load_scenario: where relative paths in the file are resolved from.
     base_dir: str = Field(".", exclude=True)
@@ -163,6 +340,8 @@ def _key_path(loc: tuple) -> str:
             parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
         elif p in ("function-after", "function-before") or str(p).startswith(("function-", "literal[")):
             continue
+        elif parts == ["search"] and p in SEARCH_BY_KIND:
+            continue  # the union's tag: the kind, already stated at the top level
         else:
             parts.append(str(p))
     return ".".join(parts) or "(top level)"

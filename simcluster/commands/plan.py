@@ -1,56 +1,129 @@
-"""simcluster plan SCENARIO: search deployments and print them ranked, with the dropped ones."""
+"""simcluster plan SCENARIO: search deployments for the scenario's kind, print them ranked with the
+dropped ones and why; --out writes plan.json, plans.csv, pruned.csv and a plot."""
 
 from __future__ import annotations
 
 import json
-import time
 
 from simcluster.commands.inputs import scenario_llm, scenario_trace
-from simcluster.optimize.serving_search import search_serving_plans
+from simcluster.optimize.sweep import SweepOptions
 from simcluster.scenario import ScenarioError, load_scenario
 
 
 def plan(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
     if scenario.search is None:
-        raise ScenarioError(f"{args.scenario}: search: required by 'plan' (GPU types and TP degrees to try)")
+        raise ScenarioError(f"{args.scenario}: search: required by 'plan' (the space of plans to try)")
+    sweep = SweepOptions(backend=getattr(args, "backend", "local"), workers=getattr(args, "workers", None),
+                         address=getattr(args, "address", None), cache_dir=getattr(args, "cache", None),
+                         progress=not args.json)
+    handler = {"serving": _serving, "training": _training, "gpu_mix": _gpu_mix,
+               "expert_placement": _placement}[scenario.kind]
+    payload, files, show, ok = handler(scenario, args, sweep)
+    if args.out:
+        from simcluster.report.output import write_results
+        write_results(args.out, {"plan.json": payload, **files})
+    if args.json:
+        print(json.dumps(payload, indent=2, default=_json_default))
+    else:
+        show()
+    return 0 if ok else 1
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str, str]], title: str, top: int | None = None):
+    """A rich table of `rows`: columns are (header, key, format spec)."""
+    from rich.table import Table
+    t = Table(title=title)
+    for header, _, _ in columns:
+        t.add_column(header, justify="left" if header in ("plan", "stage", "reason") else "right")
+    for r in rows[:top]:
+        t.add_row(*[_cell(r.get(key), spec) for _, key, spec in columns])
+    return t
+
+
+def _cell(v, spec: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if spec == "ms":
+        return f"{v * 1e3:.1f}"
+    return format(v, spec) if spec else str(v)
+
+
+def _serving(scenario, args, sweep):
+    from simcluster.optimize.serving_search import ServingSpace, search_serving_plans
     llm = scenario_llm(scenario)
     trace = scenario_trace(scenario)
     slo = scenario.slo.model_dump()
     s = scenario.search
-    started = time.perf_counter()
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=args.json) as bar:
-        task = bar.add_task("simulating candidates", total=len(s.gpus) * len(s.tp) * len(s.max_num_seqs) * len(s.max_batched_tokens))
-        result = search_serving_plans(llm, trace, slo, s.gpus, s.tp, s.max_num_seqs, s.max_batched_tokens,
-                                      s.max_replicas, scenario.cost_model, progress=lambda c: bar.advance(task))
-    elapsed = time.perf_counter() - started
-    payload = {"scenario": scenario.name, "llm": llm.name, "requests": len(trace),
-               "rate_per_s": trace.rate_per_s, "slo": slo, "plans": result.rows, "pruned": result.pruned,
-               "candidates": result.candidates, "simulations": result.simulations, "wall_s": elapsed,
-               "best": result.best}
+    objective = getattr(args, "objective", None) or s.objective
+    space = ServingSpace(tuple(s.gpus), tuple(s.tp), tuple(s.pp), tuple(s.ep), tuple(s.max_num_seqs),
+                         tuple(s.max_batched_tokens), tuple(s.chunked_prefill), tuple(s.order),
+                         tuple(s.disaggregated), s.max_replicas, tuple(s.pd_ratio))
+    result = search_serving_plans(llm, trace, slo, space, objective, s.target_rate_per_s, scenario.cost_model,
+                                  scenario.serving.router if scenario.serving else "least_outstanding", sweep,
+                                  s.capacity_requests, s.simulate_at_least)
+    q = f"p{slo['percentile']:g}"
+    payload = {"scenario": scenario.name, "kind": "serving", "llm": llm.name, "requests": len(trace),
+               "rate_per_s": result.target_rate_rps, "slo": slo, "objective": objective, "best": result.best,
+               "plans": result.rows, "pareto_front": [r["plan"] for r in result.front], "pruned": result.pruned,
+               "candidates": result.candidates, "simulations": result.simulations, "cached": result.cached,
+               "wall_s": result.wall_s, "notes": result.notes}
+    files = {}
     if args.out:
         import pandas as pd
 
-        from simcluster.report.output import write_results
-        write_results(args.out, {"plan.json": payload, "plans.csv": pd.DataFrame(result.rows),
-                                 "pruned.csv": pd.DataFrame(result.pruned, columns=["plan", "stage", "reason"])})
-    if args.json:
-        print(json.dumps(payload, indent=2, default=float))
-    else:
-        from simcluster.report.tables import console_, print_plans, print_pruned
+        from simcluster.report.plots import pareto_png
+        files = {"plans.csv": pd.DataFrame(result.rows),
+                 "pruned.csv": pd.DataFrame(result.pruned, columns=["plan", "stage", "reason"]),
+                 "pareto.png": pareto_png(result.rows, result.front, "usd_per_hour", f"ttft_s_{q}",
+                                          title=f"{scenario.name}: cost vs TTFT {q} (plans meeting the SLO on the front)",
+                                          x_label="USD/hour", y_label=f"TTFT {q} (ms)", y_scale=1e3)}
+
+    def show():
+        from simcluster.report.tables import console_
         console = console_()
-        console.print(f"[bold]{scenario.name}[/bold]: {llm.name}, {len(trace)} requests at {trace.rate_per_s:.2f} req/s; "
-                      f"SLO p{slo['percentile']:g} TTFT <= {slo['ttft_s']} s, TPOT <= {slo['tpot_s']} s")
-        print_plans(result.rows, slo, s.top, console)
-        print_pruned(result.pruned, console)
+        console.print(f"[bold]{scenario.name}[/bold]: {llm.name}, {len(trace)} requests at "
+                      f"{result.target_rate_rps:.2f} req/s; SLO {q} TTFT <= {slo['ttft_s']} s, TPOT <= {slo['tpot_s']} s; "
+                      f"objective {objective}")
+        cols = [("rank", "rank", ""), ("plan", "plan", ""), ("replicas", "replicas", ""), ("GPUs", "gpus", ""),
+                ("USD/h", "usd_per_hour", ".2f"), ("cap. req/s", "capacity_rps", ".2f"),
+                ("bound req/s", "bound_rps", ".2f"), (f"TTFT {q} ms", f"ttft_s_{q}", "ms"),
+                (f"TPOT {q} ms", f"tpot_s_{q}", "ms"), ("req/USD", "requests_per_usd_at_capacity", ".0f"),
+                ("SLO att.", "slo_attainment", ".1%"), ("meets SLO", "meets_slo", ""), ("Pareto", "pareto", "")]
+        console.print(_table(result.rows, cols, "Serving plans, best first (verified on the whole workload)", s.top))
+        if result.pruned:
+            console.print(_table(result.pruned, [("plan", "plan", ""), ("stage", "stage", ""), ("reason", "reason", "")],
+                                 "Dropped candidates"))
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False)
+        console.print(f"{result.candidates} candidates, {len(result.pruned)} dropped, {result.simulations} simulations "
+                      f"({result.cached} results from the cache), {result.wall_s:.1f} s")
         best = result.best
-        console.print(f"{result.candidates} candidates, {len(result.pruned)} dropped, {result.simulations} simulations, "
-                      f"{elapsed:.1f} s")
         if best:
-            console.print(f"[bold green]best:[/bold green] {best['replicas']} × {best['gpu']} TP{best['tp']} "
-                          f"({best['gpus']} GPUs) at {best['usd_per_hour']:.2f} USD/h")
+            console.print(f"[bold green]best:[/bold green] {best['replicas']} × {best['plan']} ({best['gpus']} GPUs) "
+                          f"at {best['usd_per_hour']:.2f} USD/h")
         else:
             console.print("[bold red]no plan meets the SLO[/bold red]")
-    return 0 if result.best else 1
+    return payload, files, show, result.best is not None
+
+
+def _training(scenario, args, sweep):
+    raise ScenarioError(f"{args.scenario}: kind: 'training' plans are not available yet")
+
+
+def _gpu_mix(scenario, args, sweep):
+    raise ScenarioError(f"{args.scenario}: kind: 'gpu_mix' plans are not available yet")
+
+
+def _placement(scenario, args, sweep):
+    raise ScenarioError(f"{args.scenario}: kind: 'expert_placement' plans are not available yet")

@@ -42,6 +42,28 @@ class SweepOutcome:
     backend: str = "local"
     workers: int = 1
     keys: list[str] = field(default_factory=list)
+    fresh: list[bool] = field(default_factory=list)   # per candidate: computed by this run
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a search runs its sweeps: the arguments of run_sweep that do not depend on the work."""
+
+    backend: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    cache_dir: str | None = None
+    progress: bool = False
+
+    def run(self, fn: Callable, candidates: list, context=None, fingerprint: str = "",
+            description: str = "sweep") -> SweepOutcome:
+        return run_sweep(fn, candidates, context, backend=self.backend, workers=self.workers,
+                         address=self.address, cache_dir=self.cache_dir, fingerprint=fingerprint,
+                         progress=self.progress, description=description)
+
+    @property
+    def parallelism(self) -> int:
+        return self.workers or default_workers()
 
 
 def function_name(fn: Callable) -> str:
@@ -87,13 +109,14 @@ def run_sweep(fn: Callable, candidates: list, context=None, *, backend: str = "l
         else:
             results[i] = hit
     outcome = SweepOutcome(results, computed=0, cached=len(candidates) - len(todo), backend=backend,
-                           workers=workers, keys=keys)
+                           workers=workers, keys=keys, fresh=[False] * len(candidates))
 
     with _Bar(progress, description, len(candidates), outcome.cached) as bar:
         def on_result(i: int, value) -> None:
             if cache is not None:
                 cache.put(keys[i], value, name, candidates[i])
             results[i] = value
+            outcome.fresh[i] = True
             outcome.computed += 1
             bar.advance()
 
