@@ -1,21 +1,43 @@
-"""StepTimer: the duration of one serving iteration of a replica, fast enough for the event loop.
+"""StepTimer: the duration, FLOPs and bytes of one serving iteration, fast enough for the event loop.
 
-Everything except the attention core depends only on (new tokens, sequences emitting logits), so
-it is cached by that pair; attention is timed from batch aggregates on every call.
+The ops outside the attention core depend only on the new tokens (body) or on the sequences that
+emit logits (final norm, LM head, sampling), so each part is cached by that one number. Attention
+depends on batch aggregates; with the roofline kernels it is evaluated in closed form from the
+linear FLOP/byte coefficients of the op formulas (exact, see `_Linear`), otherwise by the cost model.
 """
 
 from __future__ import annotations
 
 from simcluster.cost.model import CostModel
-from simcluster.llm.ops import decode_attention_op, linear_ops, prefill_attention_op, stage_layers
+from simcluster.cost.roofline import RooflineKernels
+from simcluster.llm.ops import Op, decode_attention_op, linear_ops, prefill_attention_op, stage_layers
 from simcluster.llm.spec import LlmSpec
+
+LOGIT_OPS = frozenset({"final_norm", "lm_head", "sampling"})
+
+
+class _Linear:
+    """Roofline time of an attention op per layer, from FLOPs/bytes linear in the batch aggregates."""
+
+    def __init__(self, flops_per_unit: tuple, bytes_per_unit: tuple, flops_per_s: float, bytes_per_s: float,
+                 min_kernel_s: float, gap_s: float):
+        self.f, self.b = flops_per_unit, bytes_per_unit
+        self.flops_per_s, self.bytes_per_s = flops_per_s, bytes_per_s
+        self.min_kernel_s, self.gap_s = min_kernel_s, gap_s
+
+    def per_layer(self, x: float, y: float, z: float) -> tuple[float, float, float]:
+        """(seconds incl. launch gap, FLOPs, bytes) of one layer's op for aggregates (x, y, z)."""
+        f = self.f[0] * x + self.f[1] * y + self.f[2] * z
+        b = self.b[0] * x + self.b[1] * y + self.b[2] * z
+        t = max(f / self.flops_per_s, b / self.bytes_per_s, self.min_kernel_s, self.gap_s)
+        return t, f, b
 
 
 class StepTimer:
-    """Iteration time of one TP×PP(×EP) replica.
+    """Iteration cost of one TP×PP(×EP) replica.
 
-    With pp > 1 the returned time is the pipeline's latency for one batch (sum of stages); the
-    replica's throughput model (how many batches are in flight) lives in the replica process.
+    `time_s` is one batch's latency through the whole pipeline (sum of stages); `stages` gives
+    each stage's time so the replica can overlap micro-batches (throughput set by the slowest).
     """
 
     def __init__(self, llm: LlmSpec, cost: CostModel, tp: int = 1, pp: int = 1, ep: int = 1,
@@ -27,50 +49,113 @@ class StepTimer:
         self.cuda_graphs = cuda_graphs
         self.cpu_overhead_s = cpu_overhead_s
         self.moe_imbalance = moe_imbalance
-        self._layers = [len(stage_layers(llm, pp, s)) for s in range(pp)]
-        self._linear: dict[tuple[int, int], float] = {}
-        self._linear_stage_max: dict[tuple[int, int], float] = {}
+        self.layers = tuple(len(stage_layers(llm, pp, s)) for s in range(pp))
+        self._body: dict[int, tuple[tuple[float, ...], float, float]] = {}
+        self._logits: dict[int, tuple[float, float, float]] = {}
+        self._fast = type(cost.kernels) is RooflineKernels
+        if self._fast:
+            self._prefill_rf = self._coefficients("prefill")
+            self._decode_rf = self._coefficients("decode")
 
-    def _linear_s(self, tokens: int, sequences: int) -> tuple[float, float]:
-        key = (tokens, sequences)
-        if key not in self._linear:
-            per_stage = []
+    # -- cached parts -----------------------------------------------------------------------------
+    def _stage_ops(self, tokens: int, sequences: int, stage: int):
+        return linear_ops(self.llm, tokens, sequences, self.tp, self.pp, self.ep, self.dtype, stage,
+                          self.moe_imbalance)
+
+    def _price(self, ops) -> tuple[float, float, float]:
+        est = self.cost.iteration(ops, self.cuda_graphs)
+        return est.time_s, sum(o.flops * o.repeat for o in est.ops), sum(o.bytes * o.repeat for o in est.ops)
+
+    def body(self, tokens: int) -> tuple[tuple[float, ...], float, float]:
+        """(per-stage seconds, FLOPs, bytes per GPU summed over stages) of the token-wise ops."""
+        hit = self._body.get(tokens)
+        if hit is None:
+            times, flops, bytes_ = [], 0.0, 0.0
             for s in range(self.pp):
-                ops = linear_ops(self.llm, tokens, sequences, self.tp, self.pp, self.ep, self.dtype, s,
-                                 self.moe_imbalance)
-                per_stage.append(self.cost.iteration(ops, self.cuda_graphs).time_s)
-            self._linear[key] = sum(per_stage)
-            self._linear_stage_max[key] = max(per_stage)
-        return self._linear[key], self._linear_stage_max[key]
+                t, f, b = self._price([o for o in self._stage_ops(tokens, 1, s) if o.name not in LOGIT_OPS])
+                times.append(t)
+                flops += f
+                bytes_ += b
+            hit = self._body[tokens] = (tuple(times), flops, bytes_)
+        return hit
 
-    def _attention_s(self, n_prefill: int, prefill_new: int, prefill_ctx: int, prefill_pairs: float,
-                     n_decode: int, decode_ctx: int) -> float:
-        t = 0.0
-        layers = self.llm.n_layers  # attention runs in every layer, whichever stage holds it
+    def logits(self, sequences: int) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes) of the final norm, LM head and sampling on the last stage."""
+        hit = self._logits.get(sequences)
+        if hit is None:
+            ops = [o for o in self._stage_ops(1, sequences, self.pp - 1) if o.name in LOGIT_OPS]
+            hit = self._logits[sequences] = self._price(ops)
+        return hit
+
+    def _coefficients(self, kind: str) -> _Linear:
+        llm, tp, dt, kvd = self.llm, self.tp, self.dtype, self.kv_dtype
+        if kind == "prefill":
+            # aggregates (new tokens, context tokens, causal pairs)
+            unit = [prefill_attention_op(llm, 1, *v, tp, 1, dt, kvd) for v in ((1, 0, 0.0), (0, 1, 0.0), (0, 0, 1.0))]
+        else:
+            # aggregates (sequences, context tokens, unused); the formulas are linear, so differences
+            # of two evaluations give the per-context-token coefficients.
+            one, more = decode_attention_op(llm, 1, 0, tp, 1, dt, kvd), decode_attention_op(llm, 1, 1, tp, 1, dt, kvd)
+            unit = [one, Op("ctx", one.kind, more.flops - one.flops, more.bytes - one.bytes), Op("unused", one.kind)]
+        k = self.cost.kernels
+        eff = k.efficiency.get(unit[0].kind, (0.5, 0.7))
+        gpu = self.cost.gpu
+        return _Linear(tuple(o.flops for o in unit), tuple(o.bytes for o in unit), gpu.flops_per_s("bf16") * eff[0],
+                       gpu.hbm_bandwidth_bytes_per_s * eff[1], k.min_kernel_s,
+                       self.cost.launch.per_kernel_s(self.cuda_graphs))
+
+    def _attention(self, n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx):
+        """(seconds per layer, FLOPs per layer, bytes per layer) of the attention cores."""
+        t = f = b = 0.0
+        if self._fast:
+            if n_prefill:
+                t, f, b = self._prefill_rf.per_layer(prefill_new, prefill_ctx, prefill_pairs)
+            if n_decode:
+                t2, f2, b2 = self._decode_rf.per_layer(n_decode, decode_ctx, 0.0)
+                t, f, b = t + t2, f + f2, b + b2
+            return t, f, b
+        llm, tp = self.llm, self.tp
         if n_prefill:
-            op = prefill_attention_op(self.llm, n_prefill, prefill_new, prefill_ctx, prefill_pairs, self.tp,
-                                      layers, self.dtype, self.kv_dtype)
-            t += self.cost.op(op, self.cuda_graphs).time_s
+            op = prefill_attention_op(llm, n_prefill, prefill_new, prefill_ctx, prefill_pairs, tp, 1,
+                                      self.dtype, self.kv_dtype)
+            t, f, b = self.cost.op(op, self.cuda_graphs).time_s, op.flops, op.bytes
         if n_decode:
-            op = decode_attention_op(self.llm, n_decode, decode_ctx, self.tp, layers, self.dtype, self.kv_dtype)
-            t += self.cost.op(op, self.cuda_graphs).time_s
-        return t
+            op = decode_attention_op(llm, n_decode, decode_ctx, tp, 1, self.dtype, self.kv_dtype)
+            t, f, b = t + self.cost.op(op, self.cuda_graphs).time_s, f + op.flops, b + op.bytes
+        return t, f, b
 
-    def time_s(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
-               n_decode: int = 0, decode_ctx: int = 0) -> float:
-        """Seconds for one iteration.
+    # -- public -----------------------------------------------------------------------------------
+    def step(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
+             n_decode: int = 0, decode_ctx: int = 0) -> tuple[tuple[float, ...], float, float]:
+        """(seconds per pipeline stage, FLOPs, bytes) of one iteration over all GPUs of the replica.
 
-        n_prefill sequences bring prefill_new new tokens over prefill_ctx total keys (causal pairs
-        prefill_pairs); n_decode sequences each add one token, over decode_ctx keys in total.
+        n_prefill sequences bring prefill_new new tokens over prefill_ctx keys (causal pairs
+        prefill_pairs); n_decode sequences each add one token over decode_ctx keys in total (new
+        tokens included). The CPU scheduling overhead is paid before stage 0 starts.
         """
         tokens = prefill_new + n_decode
         if tokens == 0:
+            return (0.0,) * self.pp, 0.0, 0.0
+        stages, flops, bytes_ = self.body(tokens)
+        lt, lf, lb = self.logits(n_prefill + n_decode)
+        at, af, ab = self._attention(n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx)
+        if self.pp == 1:
+            times = (stages[0] + lt + at * self.layers[0] + self.cpu_overhead_s,)
+        else:
+            times = [s + at * n for s, n in zip(stages, self.layers)]
+            times[0] += self.cpu_overhead_s
+            times[-1] += lt
+            times = tuple(times)
+        n_layers = self.llm.n_layers
+        return times, (flops + lf + af * n_layers) * self.tp, (bytes_ + lb + ab * n_layers) * self.tp
+
+    def time_s(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
+               n_decode: int = 0, decode_ctx: int = 0) -> float:
+        """Seconds for one iteration through every pipeline stage (its latency); see `step`."""
+        if prefill_new + n_decode == 0:
             return 0.0
-        linear, _ = self._linear_s(tokens, n_prefill + n_decode)
-        attn = self._attention_s(n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx)
-        return linear + attn + self.cpu_overhead_s
+        return sum(self.step(n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx)[0])
 
     def stage_time_s(self, **kw) -> float:
-        """The slowest pipeline stage's share of an iteration (what bounds PP throughput)."""
-        total = self.time_s(**kw)
-        return total / self.pp if self.pp > 1 else total
+        """The slowest pipeline stage's time (what bounds PP throughput)."""
+        return max(self.step(**kw)[0])

@@ -1,0 +1,134 @@
+"""Flat result records of a serving run: one row per request, one per iteration, run statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simcluster.serving.iteration_log import COLUMNS
+
+
+class RequestRecords:
+    """Per-request outcomes written as requests finish (column arrays, so finished Sequence objects
+    can be dropped: memory stays proportional to the requests in flight plus 80 bytes a request)."""
+
+    def __init__(self, n: int):
+        self.finished = np.zeros(n, dtype=bool)
+        self.replica = np.full(n, -1, dtype=np.int32)
+        self.prefill_replica = np.full(n, -1, dtype=np.int32)
+        self.cached = np.zeros(n, dtype=np.int64)
+        self.scheduled_s = np.full(n, np.nan)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.max_itl_s = np.full(n, np.nan)
+        self.kv_transfer_s = np.zeros(n)
+        self.handed = np.zeros(n, dtype=bool)     # decoded on a decode-pool replica
+        self.count = 0
+
+    def __call__(self, seq, now: float) -> None:
+        i = seq.rid
+        self.finished[i] = True
+        self.replica[i] = seq.replica
+        self.handed[i] = seq.prefill_replica >= 0
+        self.prefill_replica[i] = seq.prefill_replica if seq.prefill_replica >= 0 else seq.replica
+        self.cached[i] = seq.cached
+        self.scheduled_s[i] = seq.scheduled_s
+        self.first_token_s[i] = seq.first_token_s
+        self.finish_s[i] = now
+        self.preemptions[i] = seq.preemptions
+        if seq.output > 1:
+            self.max_itl_s[i] = seq.stall_s
+        self.kv_transfer_s[i] = seq.transfer_s
+        self.count += 1
+
+    def frame(self, trace, names: list[str]) -> pd.DataFrame:
+        """Finished requests in id order with the columns metrics.summarize expects."""
+        idx = np.flatnonzero(self.finished)
+        labels = np.asarray(names, dtype=object)
+        return pd.DataFrame({
+            "request_id": idx.astype(np.int64),
+            "replica": labels[self.replica[idx]] if len(idx) else np.array([], dtype=object),
+            "arrival_s": np.asarray(trace.arrival_s)[idx],
+            "prompt_tokens": np.asarray(trace.prompt_tokens)[idx].astype(np.int64),
+            "output_tokens": np.asarray(trace.output_tokens)[idx].astype(np.int64),
+            "cached_tokens": self.cached[idx],
+            "scheduled_s": self.scheduled_s[idx],
+            "first_token_s": self.first_token_s[idx],
+            "finish_s": self.finish_s[idx],
+            "preemptions": self.preemptions[idx],
+            "max_itl_s": self.max_itl_s[idx],
+            "prefill_replica": labels[self.prefill_replica[idx]] if len(idx) else np.array([], dtype=object),
+            "kv_transfer_s": self.kv_transfer_s[idx],
+        })
+
+
+def iteration_frame(replicas) -> pd.DataFrame:
+    """One row per iteration of every scheduler of every replica, in replica order."""
+    frames = []
+    for r in replicas:
+        for engine, (sched, log) in enumerate(zip(r.schedulers, r.logs)):
+            cols = log.table()
+            n = len(cols["start_s"])
+            f = pd.DataFrame({"replica": np.full(n, r.name, dtype=object), "engine": np.full(n, engine), **cols})
+            for c in ("n_prefill", "prefill_tokens", "n_decode", "kv_used_blocks", "preemptions"):
+                f[c] = f[c].astype(np.int64)
+            f["kv_used_tokens"] = f["kv_used_blocks"] * sched.block_size
+            f["kv_capacity_tokens"] = sched.kv.total * sched.block_size
+            frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["replica", "engine", *COLUMNS, "kv_used_tokens", "kv_capacity_tokens"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def replica_frame(replicas, groups) -> pd.DataFrame:
+    """One row per replica: its GPUs and their peak rates (for MFU/MBU), role and KV capacity."""
+    rows = []
+    for r in replicas:
+        g = groups[r.group]
+        rows.append({"replica": r.name, "group": r.group, "role": r.role, "gpu": g.gpu.name,
+                     "gpus": g.gpus_per_replica, "peak_flops_per_s": g.gpu.flops_per_s(g.dtype),
+                     "hbm_bandwidth_bytes_per_s": g.gpu.hbm_bandwidth_bytes_per_s,
+                     "kv_capacity_blocks": r.kv_blocks, "block_size": r.batching.block_size,
+                     "node": "" if r.node is None else f"{r.node[0]}#{r.node[1]}"})
+    return pd.DataFrame(rows)
+
+
+def iteration_stats(iterations: pd.DataFrame, replicas: pd.DataFrame, duration_s: float) -> dict:
+    """GPU time utilisation, MFU, MBU and KV-cache use of a run.
+
+    gpu_time_utilisation: GPU-weighted fraction of the run the replicas' GPUs were busy (a PP
+    stage counts busy while it runs a micro-batch). mfu / mbu: model FLOPs (bytes) of all
+    iterations over peak FLOP/s (HBM bytes/s) × GPUs × duration (PaLM, Chowdhery et al. 2022,
+    App. B defines MFU this way). kv_cache_use_*: fraction of a scheduler's KV blocks pinned by
+    sequences, weighted by iteration time (mean) and its maximum.
+    """
+    out = {"gpu_time_utilisation": 0.0, "mfu": 0.0, "mbu": 0.0, "kv_cache_use_mean": 0.0,
+           "kv_cache_use_max": 0.0, "iterations": int(len(iterations))}
+    if duration_s <= 0 or not len(replicas):
+        return out
+    gpus = replicas.set_index("replica")["gpus"]
+    total_gpus = float(gpus.sum())
+    if len(iterations):
+        per = iterations.groupby("replica", sort=False)[["busy_s", "flops", "bytes"]].sum()
+        meta = replicas.set_index("replica").loc[per.index]
+        out["gpu_time_utilisation"] = float((per["busy_s"] * meta["gpus"]).sum() / (total_gpus * duration_s))
+        out["mfu"] = float(per["flops"].sum() / ((replicas["gpus"] * replicas["peak_flops_per_s"]).sum() * duration_s))
+        out["mbu"] = float(per["bytes"].sum()
+                           / ((replicas["gpus"] * replicas["hbm_bandwidth_bytes_per_s"]).sum() * duration_s))
+        use = iterations["kv_used_tokens"].to_numpy(float) / iterations["kv_capacity_tokens"].to_numpy(float)
+        weight = iterations["duration_s"].to_numpy(float)
+        engines = iterations.groupby(["replica", "engine"], sort=False).ngroups
+        out["kv_cache_use_mean"] = float((use * weight).sum() / (engines * duration_s))
+        out["kv_cache_use_max"] = float(use.max())
+    return out
+
+
+def kv_use_series(iterations: pd.DataFrame, step_s: float) -> pd.DataFrame:
+    """KV-cache use over time: per replica, the mean fraction of KV in use in bins of step_s."""
+    if not len(iterations):
+        return pd.DataFrame(columns=["replica", "time_s", "kv_cache_use"])
+    f = iterations[["replica", "start_s", "kv_used_tokens", "kv_capacity_tokens"]].copy()
+    f["time_s"] = np.floor(f["start_s"] / step_s) * step_s
+    f["kv_cache_use"] = f["kv_used_tokens"] / f["kv_capacity_tokens"]
+    return f.groupby(["replica", "time_s"], sort=False, as_index=False)["kv_cache_use"].mean()
