@@ -3,3 +3,4 @@
 from simcluster.optimize.eplb import eplb
 from simcluster.optimize.expert_loads import generate_loads, read_loads_csv
 from simcluster.optimize.placement import PlacementResult, place_experts
+from simcluster.optimize.gpu_mix import MixResult, solve_gpu_mix
