@@ -1,0 +1,161 @@
+"""The calibrated cost model: measured tables first, fitted curves outside them, another GPU's
+curves for a GPU never measured — and every prediction says which.
+
+Methods a prediction reports:
+- 'measured'    the query lies inside a measured family (same GEMM (n, k) and dtype within the
+                measured m range; same attention head layout within the measured (batch, length)
+                box; same elementwise op and width; same MoE expert shape; same collective and
+                world size within the measured sizes): the fitted curve × the interpolated
+                residual of the measurements around it;
+- 'fitted'      this GPU's fitted curve (roofline × efficiencies fitted from its measurements)
+                with a residual smoothed over neighbouring families;
+- 'transferred' the GPU has no measurements: the fitted efficiencies and residuals of the
+                nearest measured GPU, applied to this GPU's datasheet peaks. Nearest means the
+                same architecture first (e.g. H100 PCIe takes H100 SXM), then the smallest
+                |log peak-bf16 ratio| + |log HBM-bandwidth ratio|;
+- 'roofline'    no family fits the op (e.g. an op kind never measured): datasheet × defaults.
+"""
+
+from __future__ import annotations
+
+import math
+
+from simcluster.cost.attention_fit import predict_decode_s, predict_prefill_s
+from simcluster.cost.calibration import Calibration, load_calibration
+from simcluster.cost.collectives import LinkParams
+from simcluster.cost.collectives_fit import CalibratedCollectives, link_efficiency
+from simcluster.cost.elementwise_fit import predict_elementwise_s, table_op
+from simcluster.cost.model import CostModel, LaunchOverhead
+from simcluster.cost.moe_fit import MATRICES, predict_moe_s
+from simcluster.cost.roofline import RooflineKernels
+from simcluster.cost.tables import measured_gpus
+from simcluster.hardware.gpu import GpuSpec, load_gpu
+from simcluster.llm.ops import Op
+
+MEMO_LIMIT = 200_000       # distinct ops remembered per model before the memo starts afresh
+
+
+class CalibratedKernels:
+    """`time_s(op) -> (seconds, method)` from a Calibration, for CostModel(kernels=...).
+
+    gpu: the GPU being timed; calibration: its own (transferred=False) or the nearest measured
+    GPU's (transferred=True).
+
+    >>> from simcluster.llm.ops import gemm
+    >>> k = CalibratedKernels(load_gpu("h100-sxm"), load_calibration(load_gpu("h100-sxm")))
+    >>> t, method = k.time_s(gemm("x", 1024, 4096, 4096, "bf16"))
+    >>> method, 5e-6 < t < 1e-3
+    ('measured', True)
+    """
+
+    def __init__(self, gpu: GpuSpec, calibration: Calibration, transferred: bool = False):
+        self.gpu = gpu
+        self.calibration = calibration
+        self.transferred = transferred
+        self.fallback = RooflineKernels(gpu)
+        self._memo: dict = {}
+
+    def time_s(self, op: Op) -> tuple[float, str]:
+        key = (op.kind, op.dtype, op.flops, op.bytes, tuple(sorted(op.shape.items())))
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            hit = self._memo[key] = self._time_s(op)
+        return hit
+
+    def _method(self, covered: bool) -> str:
+        if self.transferred:
+            return "transferred"
+        return "measured" if covered else "fitted"
+
+    def _time_s(self, op: Op) -> tuple[float, str]:
+        cal, s = self.calibration, op.shape
+        if op.kind == "gemm" and cal.gemm:
+            dtype = op.dtype if op.dtype in cal.gemm else ("bf16" if op.dtype == "fp16" else op.dtype)
+            fit = cal.gemm.get(dtype) or cal.gemm.get("bf16")
+            t, covered = fit.predict_s(s["m"], s["n"], s["k"], op.dtype, self.gpu)
+            return t, self._method(covered and dtype in cal.gemm)
+        if op.kind == "attention_prefill" and cal.prefill is not None:
+            t, covered = predict_prefill_s(cal.prefill, self.gpu, op.flops, op.bytes, s["batch"], s["seq_len"],
+                                           s["n_heads"], s["n_kv_heads"], s["head_dim"])
+            # Only a prefill without cached prefix is the shape the table measured.
+            return t, self._method(covered and abs(s.get("context_len", s["seq_len"]) - s["seq_len"]) < 1.0)
+        if op.kind == "attention_decode" and cal.decode is not None:
+            t, covered = predict_decode_s(cal.decode, self.gpu, op.flops, op.bytes, s["batch"], s["context_len"],
+                                          s["n_heads"], s["n_kv_heads"], s["head_dim"])
+            return t, self._method(covered)
+        if op.kind == "moe" and cal.moe is not None:
+            pairs = op.flops / (2.0 * MATRICES * s["hidden"] * s["expert_ffn"])
+            t, covered = predict_moe_s(cal.moe, self.gpu, pairs, s.get("local_experts", s["n_experts"]),
+                                       s["hidden"], s["expert_ffn"], s.get("imbalance", 1.0), op.dtype)
+            return t, self._method(covered)
+        name = table_op(op)
+        if name is not None and name in cal.elementwise and "tokens" in s and "hidden" in s:
+            t, covered = predict_elementwise_s(cal.elementwise[name], self.gpu, name, s["tokens"], s["hidden"])
+            return t, self._method(covered)
+        return self.fallback.time_s(op)
+
+
+def nearest_measured_gpu(gpu: GpuSpec, measured: list[GpuSpec]) -> GpuSpec | None:
+    """The measured GPU whose curves `gpu` borrows: same architecture first, then the least
+    |log bf16-peak ratio| + |log HBM-bandwidth ratio| (ties: name order)."""
+    if not measured:
+        return None
+    same = [g for g in measured if g.architecture == gpu.architecture]
+    pool = same or measured
+
+    def distance(g: GpuSpec) -> tuple[float, str]:
+        return (abs(math.log(gpu.flops_per_s("bf16") / g.flops_per_s("bf16")))
+                + abs(math.log(gpu.hbm_bandwidth_bytes_per_s / g.hbm_bandwidth_bytes_per_s)), g.name)
+    return min(pool, key=distance)
+
+
+def _node_intra_bytes_per_s(gpu: GpuSpec) -> float:
+    from simcluster.hardware.node import default_node_for
+    try:
+        return default_node_for(gpu.name).intra_node_bandwidth_bytes_per_s
+    except ValueError:
+        return gpu.intra_node_bandwidth_bytes_per_s
+
+
+def calibrated_collectives(gpu: GpuSpec, node, links: LinkParams, calibrations: dict[str, Calibration]) -> CalibratedCollectives:
+    """Collectives on this GPU's node: its own measured curves, else the nearest measured GPU's
+    bus efficiencies ('transferred'), else the plain closed forms ('alpha-beta')."""
+    intra = node.intra_node_bandwidth_bytes_per_s if node is not None else gpu.intra_node_bandwidth_bytes_per_s
+    own = calibrations.get(gpu.name)
+    if own is not None and own.collectives:
+        return CalibratedCollectives(links, intra, own.collectives, link_efficiency(own.collectives, intra), False)
+    with_curves = [load_gpu(name) for name, c in calibrations.items() if c.collectives]
+    source = nearest_measured_gpu(gpu, with_curves)
+    if source is None:
+        return CalibratedCollectives(links, intra, {}, {}, False)
+    eff = link_efficiency(calibrations[source.name].collectives, _node_intra_bytes_per_s(source))
+    return CalibratedCollectives(links, intra, {}, eff, True)
+
+
+def calibrated_cost_model(gpu: GpuSpec, node=None, links: LinkParams | None = None) -> CostModel:
+    """CostModel on measured tables (profiles/measured/<gpu>/), the nearest measured GPU's curves
+    when this GPU has none, or plain roofline when nothing is measured at all."""
+    links = links or (LinkParams.from_node(node) if node is not None else None)
+    names = measured_gpus()
+    calibrations: dict[str, Calibration] = {}
+    if gpu.name in names:
+        calibrations[gpu.name] = load_calibration(gpu)
+        source, transferred = gpu.name, False
+    else:
+        near = nearest_measured_gpu(gpu, [load_gpu(n) for n in names])
+        if near is None:
+            return CostModel(gpu, links)
+        calibrations[near.name] = load_calibration(near)
+        source, transferred = near.name, True
+    cal = calibrations[source]
+    if not cal.collectives:
+        for name in names:       # collectives may have been measured on another GPU type only
+            if name not in calibrations:
+                calibrations[name] = load_calibration(load_gpu(name))
+    launch = LaunchOverhead(**{f"{'eager' if m == 'eager' else 'cuda_graph'}_s": v
+                               for m, v in cal.launch_s.items() if m in ("eager", "cuda_graph")})
+    cm = CostModel(gpu, links, kernels=CalibratedKernels(gpu, cal, transferred), launch=launch)
+    cm.collectives = calibrated_collectives(gpu, node, cm.links, calibrations)
+    return cm

@@ -1,0 +1,149 @@
+"""Calibration: every fitted family of one GPU, fitted from its measured tables, saved to and
+loaded from profiles/measured/<gpu>/fit.json (with the sha256 of each source file, so a fit older
+than its tables is noticed and redone).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from simcluster.cost.attention_fit import fit_decode, fit_prefill
+from simcluster.cost.collectives_fit import CollectiveCurve, fit_collectives
+from simcluster.cost.curve_fit import CurveFit
+from simcluster.cost.elementwise_fit import fit_elementwise
+from simcluster.cost.gemm_fit import GemmDtypeFit, fit_gemm
+from simcluster.cost.moe_fit import fit_moe
+from simcluster.cost.split import SPLIT_RULE, VALIDATION_ONLY, heldout_mask
+from simcluster.cost.tables import MeasuredTables, load_tables
+from simcluster.hardware.gpu import GpuSpec
+
+FIT_FILE = "fit.json"
+FORMAT = 1
+
+
+class FitFileError(ValueError):
+    """A fit.json that cannot be read back."""
+
+
+@dataclass
+class Calibration:
+    """Fitted families of one GPU. Any family may be absent (None / empty) when not measured."""
+
+    gpu: str
+    gemm: dict[str, GemmDtypeFit] = field(default_factory=dict)
+    prefill: CurveFit | None = None
+    decode: CurveFit | None = None
+    moe: CurveFit | None = None
+    elementwise: dict[str, CurveFit] = field(default_factory=dict)
+    launch_s: dict[str, float] = field(default_factory=dict)       # 'eager' / 'cuda_graph' -> s per kernel
+    collectives: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT, "gpu": self.gpu, "provenance": self.provenance,
+            "gemm": {d: f.to_json() for d, f in self.gemm.items()},
+            "attention_prefill": self.prefill.to_json() if self.prefill else None,
+            "attention_decode": self.decode.to_json() if self.decode else None,
+            "moe": self.moe.to_json() if self.moe else None,
+            "elementwise": {op: f.to_json() for op, f in self.elementwise.items()},
+            "launch_s": self.launch_s,
+            "collectives": [c.to_json() for c in self.collectives.values()],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Calibration":
+        def opt(x):
+            return CurveFit.from_json(x) if x else None
+        curves = [CollectiveCurve.from_json(c) for c in d.get("collectives", [])]
+        return cls(d["gpu"], {k: GemmDtypeFit.from_json(v) for k, v in d.get("gemm", {}).items()},
+                   opt(d.get("attention_prefill")), opt(d.get("attention_decode")), opt(d.get("moe")),
+                   {k: CurveFit.from_json(v) for k, v in d.get("elementwise", {}).items()},
+                   dict(d.get("launch_s", {})), {(c.op, c.world_size): c for c in curves}, d.get("provenance", {}))
+
+
+def launch_per_kernel_s(frame) -> dict[str, float]:
+    """Seconds per kernel of each launch mode: the slope of chain time over chain length
+    (least squares), so the fixed cost of one synchronize is not charged to every kernel."""
+    out = {}
+    for mode, rows in frame.groupby("mode", sort=True):
+        n, t = rows["n_kernels"].to_numpy(float), rows["time_s"].to_numpy(float)
+        if len(rows) >= 2 and np.ptp(n) > 0:
+            slope = float(np.polyfit(n, t, 1)[0])
+            if slope > 0:
+                out[str(mode)] = slope
+    return out
+
+
+def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") -> Calibration:
+    """Fit every family from `tables`. split 'all' uses every microbenchmark row; 'fit' leaves out
+    the held-out shapes of cost/split.py. Whole-model and training rows are never used."""
+    if split not in ("all", "fit"):
+        raise ValueError(f"split must be 'all' or 'fit', got {split!r}")
+
+    def rows(name):
+        frame = tables.get(name)
+        if frame is None or len(frame) == 0 or name in VALIDATION_ONLY:
+            return None
+        if split == "fit":
+            frame = frame[~heldout_mask(name, frame)]
+        return frame if len(frame) else None
+
+    cal = Calibration(gpu.name)
+    if (f := rows("gemm.csv")) is not None:
+        cal.gemm = fit_gemm(f, gpu)
+    if (f := rows("attention_prefill.csv")) is not None:
+        cal.prefill = fit_prefill(f, gpu)
+    if (f := rows("attention_decode.csv")) is not None:
+        cal.decode = fit_decode(f, gpu)
+    if (f := rows("moe.csv")) is not None:
+        cal.moe = fit_moe(f, gpu)
+    if (f := rows("elementwise.csv")) is not None:
+        cal.elementwise = fit_elementwise(f, gpu)
+    if (f := rows("launch.csv")) is not None:
+        cal.launch_s = launch_per_kernel_s(f)
+    if (f := rows("collectives.csv")) is not None:
+        cal.collectives = fit_collectives(f)
+    cal.provenance = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "gpu": gpu.name, "split": split, "split_rule": SPLIT_RULE,
+        "sources_sha256": {n: s for n, s in tables.sources_sha256().items() if n not in VALIDATION_ONLY},
+    }
+    return cal
+
+
+def write_fit(cal: Calibration, folder: Path) -> Path:
+    path = Path(folder) / FIT_FILE
+    path.write_text(json.dumps(cal.to_json(), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_fit(path: Path) -> Calibration:
+    try:
+        return Calibration.from_json(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise FitFileError(f"{path}: not a simcluster fit file ({type(err).__name__}: {err})") from None
+
+
+def load_calibration(gpu: GpuSpec, folder: Path | None = None) -> Calibration | None:
+    """This GPU's calibration fitted on all rows: fit.json when it matches the CSVs it was fitted
+    from, else a fresh fit (not written back). None when no measured tables exist."""
+    tables = load_tables(gpu.name, folder)
+    if not tables.frames:
+        return None
+    path = tables.folder / FIT_FILE
+    if path.is_file():
+        try:
+            cal = read_fit(path)
+        except FitFileError:
+            cal = None
+        wanted = {n: s for n, s in tables.sources_sha256().items() if n not in VALIDATION_ONLY}
+        if cal is not None and cal.provenance.get("split") == "all" \
+                and cal.provenance.get("sources_sha256") == wanted:
+            return cal
+    return fit_calibration(tables, gpu, "all")

@@ -1,0 +1,131 @@
+"""Collectives fitted to NCCL measurements (collectives.csv), with the closed forms of
+collectives.py for what was not measured.
+
+Per measured (op, world size): latency + bytes / bandwidth fitted on log time, and the measured
+residual interpolated in log size — NCCL switches protocol (LL, LL128, Simple) with the message
+size, so small messages sit on a latency floor that a single alpha-beta line misses. Outside the
+measured sizes the alpha-beta line extrapolates ('fitted'). For world sizes or node spans not
+measured, the closed forms run on links whose bandwidth is the datasheet figure × the bus
+efficiency measured for that op, and whose per-hop latency is the fitted one ('fitted'); a GPU
+with no measurements borrows the efficiencies of the nearest measured GPU ('transferred').
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from simcluster.cost.collectives import COLLECTIVES, LinkParams, bus_factor, collective_time_s
+from simcluster.cost.fit import Interp1D, fit_log_lm
+
+
+
+def ring_steps(op: str, n: int) -> int:
+    """Latency hops of the ring algorithm (collectives.ring_time_s counts the same)."""
+    return {"all_reduce": 2 * (n - 1), "send_recv": 1}.get(op, max(n - 1, 1))
+
+
+@dataclass(frozen=True)
+class CollectiveCurve:
+    """One measured (op, world size): t = latency + S / bandwidth, times a residual in log2 S."""
+
+    op: str
+    world_size: int
+    latency_s: float
+    bandwidth_bytes_per_s: float     # algorithm bandwidth S / t of the large-message line
+    residual: Interp1D
+
+    @classmethod
+    def fit(cls, op: str, world_size: int, size_bytes, time_s) -> "CollectiveCurve":
+        s, t = np.asarray(size_bytes, float), np.asarray(time_s, float)
+        theta = fit_log_lm(lambda th: math.exp(th[0]) + s / math.exp(th[1]),
+                           [math.log(max(t.min(), 1e-7)), math.log(max(s.max() / t.max(), 1.0))], t)
+        latency, bandwidth = math.exp(theta[0]), math.exp(theta[1])
+        resid = np.log(t) - np.log(latency + s / bandwidth)
+        xs = np.log2(s)
+        ux = np.unique(xs)
+        return cls(op, world_size, latency, bandwidth, Interp1D(ux, [resid[xs == x].mean() for x in ux]))
+
+    def predict_s(self, size_bytes: float) -> tuple[float, bool]:
+        base = self.latency_s + size_bytes / self.bandwidth_bytes_per_s
+        r = self.residual(math.log2(max(size_bytes, 1.0)))
+        return (base * math.exp(r), True) if r is not None else (base, False)
+
+    def bus_bandwidth_bytes_per_s(self) -> float:
+        """nccl-tests busbw of the large-message line: algbw × bus factor."""
+        return self.bandwidth_bytes_per_s * bus_factor(self.op, self.world_size)
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "world_size": self.world_size, "latency_s": self.latency_s,
+                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "residual": self.residual.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CollectiveCurve":
+        return cls(d["op"], int(d["world_size"]), float(d["latency_s"]), float(d["bandwidth_bytes_per_s"]),
+                   Interp1D.from_json(d["residual"]))
+
+
+def fit_collectives(frame) -> dict[tuple[str, int], CollectiveCurve]:
+    """One CollectiveCurve per (op, world_size) of a collectives.csv frame with ≥ 3 sizes."""
+    out = {}
+    for (op, world), rows in frame.groupby(["op", "world_size"], sort=True):
+        if str(op) in COLLECTIVES and len(rows) >= 3:
+            out[(str(op), int(world))] = CollectiveCurve.fit(str(op), int(world), rows["bytes"], rows["time_s"])
+    return out
+
+
+def link_efficiency(curves: dict, datasheet_bandwidth_bytes_per_s: float) -> dict[str, tuple[float, float]]:
+    """op -> (bus efficiency vs the datasheet link, latency per ring hop s), from the largest
+    measured world size of each op."""
+    out = {}
+    for op in sorted({op for op, _ in curves}):
+        world = max(w for o, w in curves if o == op)
+        c = curves[(op, world)]
+        out[op] = (c.bus_bandwidth_bytes_per_s() / datasheet_bandwidth_bytes_per_s,
+                   c.latency_s / ring_steps(op, world))
+    return out
+
+
+class CalibratedCollectives:
+    """`time_s(collective, size_bytes, n, scope) -> (seconds, method)` for CostModel.
+
+    curves: measured (op, world) curves of this GPU's node (empty for a GPU never measured);
+    efficiency: op -> (bus efficiency, hop latency s), this GPU's own or the nearest measured
+    GPU's; transferred says which. links: the node's datasheet LinkParams (before efficiency).
+    """
+
+    def __init__(self, links: LinkParams, datasheet_intra_bytes_per_s: float, curves: dict,
+                 efficiency: dict, transferred: bool):
+        self.links = links
+        self.datasheet_intra_bytes_per_s = datasheet_intra_bytes_per_s
+        self.curves = curves
+        self.efficiency = efficiency
+        self.transferred = transferred
+        self._links_by_op: dict[str, LinkParams] = {}
+
+    def links_for(self, op: str) -> LinkParams:
+        """The node's links with intra-node bandwidth and hop latency as measured for `op`
+        (all_reduce's figures for an op never measured). Inter-node figures stay the datasheet
+        NIC rate × LinkParams.from_node's efficiency: the lent machines had one node."""
+        if op not in self._links_by_op:
+            eff = self.efficiency.get(op) or self.efficiency.get("all_reduce")
+            links = self.links
+            if eff is not None:
+                links = replace(links, intra_bandwidth_bytes_per_s=self.datasheet_intra_bytes_per_s * eff[0],
+                                intra_latency_s=eff[1])
+            self._links_by_op[op] = links
+        return self._links_by_op[op]
+
+    def time_s(self, collective: str, size_bytes: float, n: int, scope: str = "intra") -> tuple[float, str]:
+        if n <= 1 or size_bytes <= 0:
+            return 0.0, "measured" if self.curves else "alpha-beta"
+        curve = self.curves.get((collective, n))
+        if curve is not None and scope == "intra" and n <= self.links.gpus_per_node:
+            t, covered = curve.predict_s(size_bytes)
+            return t, "measured" if covered else "fitted"
+        t = collective_time_s(collective, size_bytes, n, self.links_for(collective), scope)
+        if not self.efficiency:
+            return t, "alpha-beta"
+        return t, "transferred" if self.transferred else "fitted"

@@ -1,0 +1,162 @@
+"""Accuracy of the calibrated cost model on measurements it was not fitted on.
+
+Kernel families (GEMM, attention, MoE, elementwise, collectives) are fitted on the fit split of
+cost/split.py and scored on the held-out shapes. Whole-model forwards (model_forward.csv) are never
+fitted: they are predicted from simcluster's own operator lists (llm.ops.forward_ops) with the
+model fitted on every microbenchmark row, and scored against the measured iteration times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simcluster.cost.attention_fit import decode_counts, predict_decode_s, predict_prefill_s, prefill_counts
+from simcluster.cost.calibration import Calibration, fit_calibration
+from simcluster.cost.elementwise_fit import predict_elementwise_s
+from simcluster.cost.fit import ape
+from simcluster.cost.moe_fit import predict_moe_s
+from simcluster.cost.split import heldout_mask
+from simcluster.cost.tables import MeasuredTables
+from simcluster.hardware.gpu import GpuSpec
+
+# Op kinds the whole-model benchmark does not run: it returns logits and never samples.
+NOT_IN_FORWARD_BENCHMARK = ("sampling",)
+# An eager row is device-bound when the predicted kernel time is at least this many times the
+# predicted host launch time; below it the row measures the host's Python speed (see report).
+DEVICE_BOUND_RATIO = 4.0
+
+
+def _held(tables: MeasuredTables, name: str) -> pd.DataFrame | None:
+    frame = tables.get(name)
+    if frame is None or len(frame) == 0:
+        return None
+    held = frame[heldout_mask(name, frame)]
+    return held if len(held) else None
+
+
+def kernel_predictions(cal: Calibration, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
+    """One row per held-out measurement: gpu, family, shape, measured_s, predicted_s, method."""
+    rows = []
+
+    def add(family, shape, measured, predicted, covered):
+        rows.append({"gpu": gpu.name, "family": family, "shape": shape, "measured_s": float(measured),
+                     "predicted_s": float(predicted), "method": "measured" if covered else "fitted"})
+
+    if (f := _held(tables, "gemm.csv")) is not None:
+        for r in f.itertuples():
+            fit = cal.gemm.get(r.dtype)
+            if fit is not None:
+                t, c = fit.predict_s(r.m, r.n, r.k, r.dtype, gpu)
+                add(f"gemm_{r.dtype}", f"{r.m:g}x{r.n:g}x{r.k:g}", r.time_s, t, c)
+    if (f := _held(tables, "attention_prefill.csv")) is not None and cal.prefill is not None:
+        for r in f.itertuples():
+            fl, by = prefill_counts(r.batch, r.seq_len, r.n_heads, r.n_kv_heads, r.head_dim, r.causal)
+            t, c = predict_prefill_s(cal.prefill, gpu, float(fl), float(by), r.batch, r.seq_len, r.n_heads,
+                                     r.n_kv_heads, r.head_dim, bool(r.causal))
+            add("attention_prefill", f"b{r.batch:g} s{r.seq_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}",
+                r.time_s, t, c)
+    if (f := _held(tables, "attention_decode.csv")) is not None and cal.decode is not None:
+        for r in f.itertuples():
+            fl, by = decode_counts(r.batch, r.context_len, r.n_heads, r.n_kv_heads, r.head_dim)
+            t, c = predict_decode_s(cal.decode, gpu, float(fl), float(by), r.batch, r.context_len, r.n_heads,
+                                    r.n_kv_heads, r.head_dim)
+            add("attention_decode", f"b{r.batch:g} c{r.context_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}",
+                r.time_s, t, c)
+    if (f := _held(tables, "moe.csv")) is not None and cal.moe is not None:
+        impl = fit_moe_impl(tables)
+        for r in f[f["impl"] == impl].itertuples() if "impl" in f.columns else f.itertuples():
+            a = getattr(r, "assignments", r.tokens * r.top_k)
+            t, c = predict_moe_s(cal.moe, gpu, float(a), r.n_experts, r.hidden, r.expert_ffn, r.imbalance)
+            add("moe", f"t{r.tokens:g} e{r.n_experts:g} h{r.hidden:g} f{r.expert_ffn:g} imb{r.imbalance:.2f}",
+                r.time_s, t, c)
+    if (f := _held(tables, "elementwise.csv")) is not None:
+        for r in f.itertuples():
+            if r.op in cal.elementwise:
+                t, c = predict_elementwise_s(cal.elementwise[r.op], gpu, r.op, r.tokens, r.hidden)
+                add("elementwise", f"{r.op} t{r.tokens:g} h{r.hidden:g}", r.time_s, t, c)
+    if (f := _held(tables, "collectives.csv")) is not None:
+        for r in f.itertuples():
+            curve = cal.collectives.get((r.op, int(r.world_size)))
+            if curve is not None:
+                t, c = curve.predict_s(r.bytes)
+                add("collectives", f"{r.op} n{r.world_size:g} {r.bytes:g}B", r.time_s, t, c)
+    return pd.DataFrame(rows, columns=["gpu", "family", "shape", "measured_s", "predicted_s", "method"])
+
+
+def fit_moe_impl(tables: MeasuredTables) -> str | None:
+    frame = tables.get("moe.csv")
+    if frame is None or "impl" not in frame.columns:
+        return None
+    impls = set(frame["impl"])
+    return next((i for i in ("grouped_mm", "loop_mm") if i in impls), None)
+
+
+def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
+    """Every model_forward.csv row of a catalog LLM, predicted from forward_ops."""
+    from simcluster.catalog import CatalogError
+    from simcluster.llm.ops import Batch, forward_ops
+    from simcluster.llm.spec import load_llm
+
+    frame = tables.get("model_forward.csv")
+    rows = []
+    if frame is None:
+        return pd.DataFrame(rows)
+    specs = {}
+    for r in frame.itertuples():
+        if r.model not in specs:
+            try:
+                specs[r.model] = load_llm(r.model)
+            except CatalogError:
+                specs[r.model] = None
+        spec = specs[r.model]
+        if spec is None or r.phase not in ("prefill", "decode"):
+            continue
+        batch = (Batch(prefill=((int(r.seq_len), 0),) * int(r.batch)) if r.phase == "prefill"
+                 else Batch(decode=(int(r.context_len),) * int(r.batch)))
+        graphs = r.mode == "cuda_graph"
+        ops = [o for o in forward_ops(spec, batch) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
+        it = cost_model.iteration(ops, graphs)
+        kernel_s = sum(o.kernel_s * o.repeat for o in it.ops)
+        launch_s = sum(o.repeat for o in it.ops) * cost_model.launch.per_kernel_s(graphs)
+        rows.append({"gpu": gpu.name, "family": f"forward_{r.phase}", "model": r.model, "mode": r.mode,
+                     "shape": f"{r.model} {r.phase} b{r.batch:g} s{r.seq_len:g} c{r.context_len:g} {r.mode}",
+                     "measured_s": float(r.time_s), "predicted_s": it.time_s,
+                     "device_bound": graphs or kernel_s >= DEVICE_BOUND_RATIO * launch_s,
+                     "method": "+".join(sorted({o.method for o in it.ops}))})
+    return pd.DataFrame(rows)
+
+
+def summarize(predictions: pd.DataFrame) -> list[dict]:
+    """Per (gpu, family): n held-out points, MAPE, p90 and max absolute percentage error."""
+    out = []
+    if predictions is None or len(predictions) == 0:
+        return out
+    for (gpu, family), g in predictions.groupby(["gpu", "family"], sort=True):
+        e = ape(g["predicted_s"], g["measured_s"])
+        out.append({"gpu": gpu, "family": family, "n": int(len(g)), "mape_pct": float(e.mean()),
+                    "p90_ape_pct": float(np.percentile(e, 90)), "max_ape_pct": float(e.max())})
+    return out
+
+
+def accuracy_report(tables: MeasuredTables, gpu: GpuSpec, cost_model=None) -> tuple[list[dict], pd.DataFrame]:
+    """(summary rows, every prediction) for one measured GPU.
+
+    Kernel families use a calibration fitted on the fit split only. Whole-model rows use
+    `cost_model` (default: the calibrated CostModel of this GPU, fitted on all microbenchmarks);
+    eager rows whose launch gaps dominate are reported as family 'forward_<phase>_host_bound'.
+    """
+    cal = fit_calibration(tables, gpu, "fit")
+    preds = kernel_predictions(cal, tables, gpu)
+    if cost_model is None and tables.has("model_forward.csv"):
+        from simcluster.cost.calibrated import calibrated_cost_model
+        from simcluster.cost.collectives import LinkParams
+        from simcluster.hardware.node import default_node_for
+        node = default_node_for(gpu.name)
+        cost_model = calibrated_cost_model(gpu, node, LinkParams.from_node(node))
+    if cost_model is not None:
+        fwd = forward_predictions(cost_model, tables, gpu)
+        if len(fwd):
+            fwd.loc[~fwd["device_bound"], "family"] = fwd.loc[~fwd["device_bound"], "family"] + "_host_bound"
+            preds = pd.concat([preds, fwd[preds.columns.tolist()]], ignore_index=True)
+    return summarize(preds), preds
