@@ -106,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     from simcluster.commands.train_step import add_train_step_parser
     add_train_step_parser(esub)
+    from simcluster.commands.kernel import add_kernel_parsers
+    add_kernel_parsers(esub)
+    from simcluster.commands.calibrate import add_calibrate_parser
+    add_calibrate_parser(sub)
     return p
+
+
+def _calibrate(args) -> int:
+    from simcluster.commands.calibrate import calibrate
+    return calibrate(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": commands.simulate,
         "validate": commands.validate,
         "estimate": commands.estimate,
+        "calibrate": _calibrate,
     }[args.command]
     try:
         return handler(args)

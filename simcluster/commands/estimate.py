@@ -62,4 +62,7 @@ def estimate(args) -> int:
     if args.what == "train-step":
         from simcluster.commands.train_step import train_step
         return train_step(args)
+    if args.what in ("kernel", "collective"):
+        from simcluster.commands.kernel import estimate_collective, estimate_kernel
+        return estimate_kernel(args) if args.what == "kernel" else estimate_collective(args)
     raise ValueError(f"unknown estimate target {args.what!r}")

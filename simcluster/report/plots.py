@@ -237,3 +237,19 @@ def pareto_png(rows: list[dict], front: list[dict], x_key: str, y_key: str, titl
     ax.set_ylabel(y_label or y_key)
     ax.legend(frameon=False, fontsize=8)
     return png(fig)
+
+
+def predicted_vs_measured_png(measured_s, predicted_s, title: str) -> bytes:
+    """Log-log scatter of predicted vs measured seconds with the y = x line and ±10% band."""
+    m, p = np.asarray(measured_s, float), np.asarray(predicted_s, float)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    lo, hi = min(m.min(), p.min()) * 0.8, max(m.max(), p.max()) * 1.25
+    x = np.array([lo, hi])
+    ax.fill_between(x, x * 0.9, x * 1.1, color="#e6e6e6", label="±10%")
+    ax.plot(x, x, color="#000000", linewidth=0.8)
+    ax.scatter(m, p, s=10, color=PALETTE[0], alpha=0.8)
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)",
+           ylabel="predicted (s)", title=title)
+    ax.legend(loc="upper left", frameon=False)
+    _style(ax)
+    return png(fig)
