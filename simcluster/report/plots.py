@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -61,7 +62,7 @@ def pareto_plot(rows: list[dict], latency_key: str, front_labels: set[str], best
     ax.set_xlabel("cost (USD/hour)")
     ax.set_ylabel(f"TTFT {latency_key.rsplit('_', 1)[-1]} (ms)" if latency_key.startswith("ttft")
                   else f"{latency_key} (ms)")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return png(fig)
 
 
@@ -86,7 +87,9 @@ def latency_throughput_plot(curves: pd.DataFrame, pct: str, slo: dict) -> bytes:
             ax.axhline(slo[key] * 1e3, color=PALETTE[5], linestyle="--", linewidth=1, label="SLO")
             ax.legend(frameon=False, fontsize=8)
         ax.set_yscale("log")
-    axes[0].set_ylabel("goodput (requests/s within SLO)")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    axes[0].set_ylabel("goodput (req/s meeting the SLO)")
     axes[1].set_ylabel(f"TTFT {pct} (ms)")
     axes[2].set_ylabel(f"TPOT {pct} (ms)")
     for ax in axes:
