@@ -24,7 +24,8 @@ LOSS_BYTES_PER_LOGIT = 12.0
 
 def activation_bytes_per_layer(s: int, b: int, h: int, a: int, ffn: int, kv_hidden: int, tp: int = 1,
                                sequence_parallel: bool = False, recompute: str = "none",
-                               gated: bool = True, dropout: bool = False, flash: bool = True) -> float:
+                               gated: bool = True, dropout: bool = False, flash: bool = True,
+                               autocast: bool = False) -> float:
     """Bytes one transformer layer keeps for backward for one micro-batch (b sequences of s tokens).
 
     Korthikanti et al. 2022 §4.1 count 16-bit tensors (2 B) and 1-byte dropout masks:
@@ -38,6 +39,10 @@ def activation_bytes_per_layer(s: int, b: int, h: int, a: int, ffn: int, kv_hidd
     also the norms, inputs and masks (Table 2). Selective recompute drops the s×s terms; full
     recompute keeps only each layer's input 2sbh (/tp with sequence parallelism).
     With gated=False, dropout=True, flash=False, ffn=4h, kv_hidden=h this is exactly sbh(34 + 5as/h).
+    autocast: eager torch AMP over fp32 weights: the residual stream is fp32 (the norms save 4-byte
+    inputs), every projection saves its own bf16 cast of its input (q, k, v: three; gate, up: two;
+    autocast caches casts of weights only) and the attention output is copied by the head-merging
+    reshape before o_proj: +12 bytes × h per token over the fused bf16 count.
     """
     sbh = s * b * h
     if recompute == "full":
@@ -47,6 +52,8 @@ def activation_bytes_per_layer(s: int, b: int, h: int, a: int, ffn: int, kv_hidd
     inner = s * b * (2 * h + 4 * kv_hidden + 2 * h) + s * b * (8 if gated else 4) * ffn
     # Replicated across TP unless sequence parallel: QKV input, MLP input, two norm inputs, masks.
     outer = sbh * (2 + 2 + 4 + 2 * mask)
+    if autocast:
+        outer += sbh * (4 + 2 + 2 + 4)     # fp32 norm inputs (+4), extra q/k/v and gate/up casts (+6), reshape copy (+2)
     scores = 0.0 if (flash or recompute == "selective") else (5.0 if dropout else 4.0) * a * s * s * b
     if sequence_parallel:
         return (inner + outer + scores) / tp
@@ -104,10 +111,12 @@ def _stage_params(llm: LlmSpec, plan: TrainingPlan, stage: int) -> tuple[float, 
 
 
 def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stage: int,
-                 optimizer_impl: str = "fused", persistent_grads: bool = True) -> TrainingMemory:
+                 optimizer_impl: str = "fused", persistent_grads: bool = True,
+                 reserve_bytes: float = 0.0) -> TrainingMemory:
     """Peak memory of one GPU of pipeline `stage`.
 
-    Peak = max(start of the first backward, the optimizer step). persistent_grads: gradient buffers
+    Peak = max(start of the first backward, the optimizer step); reserve_bytes (allocations outside
+    the model, overheads.py) count in both. persistent_grads: gradient buffers
     live across steps (Megatron, torch DDP buckets); False for a plain torch loop that frees them
     with zero_grad(set_to_none=True), so they do not exist when backward starts.
     optimizer_impl 'foreach' (torch AdamW default) allocates one state-sized temporary in the step.
@@ -136,7 +145,8 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     per_layer = activation_bytes_per_layer(plan.seq_len // plan.cp, plan.micro_batch, llm.hidden_size,
                                            llm.n_heads, int(ffn), kv_hidden, plan.tp,
                                            plan.sequence_parallel, plan.recompute,
-                                           gated=llm.ffn_activation == "swiglu", flash=plan.flash_attention)
+                                           gated=llm.ffn_activation == "swiglu", flash=plan.flash_attention,
+                                           autocast=plan.param_dtype == "fp32" and plan.zero < 3)
     in_flight = in_flight_micro_batches(plan, stage)
     activations = per_layer * layers * in_flight
     if plan.recompute == "full":
@@ -149,7 +159,7 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     loss = 0.0
     if stage == plan.pp - 1:
         loss = tokens * llm.vocab_size / plan.tp * LOSS_BYTES_PER_LOGIT
-    buffers = 0.0
+    buffers = reserve_bytes
     if plan.zero == 3:
         # FSDP: the gathered weights of the current and the prefetched layer (compute dtype) and
         # one layer's unsharded gradient before its reduce-scatter.
@@ -173,11 +183,12 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
 
 
 def training_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, optimizer_impl: str = "fused",
-                    persistent_grads: bool = True) -> TrainingMemory:
+                    persistent_grads: bool = True, reserve_bytes: float = 0.0) -> TrainingMemory:
     """The pipeline stage with the largest peak (stage 0 holds the most activations, the last the
     loss and often the LM head)."""
     stages = sorted({0, plan.pp - 1, min(1, plan.pp - 1)})
-    return max((stage_memory(llm, plan, gpu_memory_bytes, s, optimizer_impl, persistent_grads) for s in stages),
+    return max((stage_memory(llm, plan, gpu_memory_bytes, s, optimizer_impl, persistent_grads, reserve_bytes)
+                for s in stages),
                key=lambda m: m.peak_memory_bytes)
 
 

@@ -22,6 +22,9 @@ from simcluster.units import dtype_bytes
 
 ATTENTION_BACKWARD_RATIO = 2.5     # FlashAttention-2 backward/forward FLOPs
 ELEMENTWISE_BACKWARD_RATIO = 2.0
+# Cross-entropy over fp32 logits: read the bf16 logits, write the fp32 copy, log-softmax reads it
+# and writes its output (2 + 4 + 4 + 4 bytes per logit).
+LOSS_BYTES_PER_LOGIT = 14.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,12 @@ def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: in
     if plan.capacity_factor is not None:
         imbalance = min(imbalance, max(1.0, plan.capacity_factor))
     ops = linear_ops(llm, tokens, tokens, plan.tp, n_chunks, plan.ep, "bf16", index, imbalance)
-    ops = [o for o in ops if o.name != "pp.send"]
+    ops = [streaming_op("loss.cross_entropy", o.shape["tokens"] * o.shape["hidden"] * LOSS_BYTES_PER_LOGIT,
+                        o.flops) if o.kind == "sampling" else o for o in ops if o.name != "pp.send"]
+    if plan.param_dtype == "fp32" and plan.zero < 3:
+        # Autocast casts each fp32 weight to bf16 once per forward: read 4 B, write 2 B.
+        dense, expert = chunk_params(llm, plan, index, n_chunks)
+        ops.append(streaming_op("amp.weight_cast", (dense + expert) * 6.0, 0.0))
     if plan.dtype != "bf16":
         scale = dtype_bytes(plan.dtype) / dtype_bytes("bf16")
         ops = [replace(o, dtype=plan.dtype, bytes=o.bytes * scale) if o.kind in ("gemm", "moe") else o
@@ -77,6 +85,15 @@ def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: in
     attn = prefill_attention_op(llm, plan.micro_batch, tokens, plan.micro_batch * s, pairs, plan.tp, layers)
     at = next(i for i, o in enumerate(ops) if o.kind == "rope") + 1
     return ops[:at] + [attn] + ops[at:]
+
+
+def streaming_op(name: str, bytes_: float, flops: float) -> Op:
+    """A memory-bound kernel moving `bytes_` through HBM (loss, casts, optimizer), shaped as the
+    residual add the calibration measures (3 passes over tokens × 4096 bf16 elements), so a
+    calibrated model times it at the measured streaming bandwidth for that many bytes."""
+    width = 4096
+    return Op(name, "elementwise", flops=flops, bytes=bytes_, dtype="bf16",
+              shape={"tokens": max(1.0, bytes_ / (3 * 2 * width)), "hidden": width})
 
 
 def chunk_params(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: int) -> tuple[float, float]:
@@ -148,6 +165,10 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         else:
             b_in += ELEMENTWISE_BACKWARD_RATIO * t
             flops += f
+    if plan.param_dtype == "fp32" and plan.zero < 3:
+        # Autocast backward: each bf16 weight gradient is cast to the fp32 .grad (read 2 B, write 4 B).
+        dense, expert = chunk_params(llm, plan, index, n_chunks)
+        b_w += cm.op(streaming_op("amp.grad_cast", (dense + expert) * 6.0, 0.0), cuda_graphs=False).time_s
     comm_f = _comm_ops_s(ops, groups, cm)
     comm_b = comm_f     # the transposed collectives of backward move the same bytes
     if plan.recompute == "full":
@@ -194,6 +215,4 @@ def adam_bytes_per_param(plan: TrainingPlan) -> float:
 def optimizer_op(plan: TrainingPlan, local_params: float) -> Op:
     """One Adam(W) step over the parameters this GPU updates (its ZeRO shard when zero >= 1).
     ~12 FLOPs per parameter (moments, bias correction, sqrt, divide, weight decay)."""
-    return Op("optimizer.adam", "elementwise", flops=12.0 * local_params,
-              bytes=adam_bytes_per_param(plan) * local_params, dtype="fp32",
-              shape={"tokens": local_params, "hidden": 1})
+    return streaming_op("optimizer.adam", adam_bytes_per_param(plan) * local_params, 12.0 * local_params)

@@ -26,7 +26,8 @@ from simcluster.hardware.node import NodeSpec
 from simcluster.llm.spec import LlmSpec
 from simcluster.training.links import SharedLink
 from simcluster.training.memory import training_memory
-from simcluster.training.ops import ChunkCost, chunk_cost, optimizer_op
+from simcluster.training.overheads import FrameworkOverheads
+from simcluster.training.ops import ChunkCost, chunk_cost, optimizer_op, streaming_op
 from simcluster.training.placement import Groups, collective_s, p2p_s, plan_groups
 from simcluster.training.plan import TrainingPlan, validate_plan
 from simcluster.training.result import TrainingResult, model_flops_per_token
@@ -247,8 +248,8 @@ def _optimizer_s(plan: TrainingPlan, cm: CostModel, groups: Groups, chunks: list
     op = optimizer_op(plan, local)
     if optimizer_impl == "foreach":
         # torch's foreach AdamW makes ~8 elementwise passes (decay, lerp, mul, addcmul, sqrt, div,
-        # add, addcdiv) instead of one fused pass: ~80 bytes per fp32 parameter.
-        op = replace(op, bytes=op.bytes * 80.0 / 28.0)
+        # add, addcdiv) instead of one fused pass: ~80 bytes per fp32 parameter instead of 28.
+        op = streaming_op(op.name, op.bytes * 80.0 / 28.0, op.flops)
     step_s = cm.op(op, cuda_graphs=False).time_s if local > 0 else 0.0
     gather_s = 0.0
     if plan.zero in (1, 2):
@@ -297,7 +298,17 @@ def breakdown_of(devices: list[dict], step_overhead_s: float = 0.0) -> dict[str,
             "bubble_s": bubble, "optimizer_s": optimizer}
 
 
-def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups) -> list[ChunkCost]:
+def host_bound(c: ChunkCost, overheads: FrameworkOverheads) -> ChunkCost:
+    """A chunk whose passes last at least as long as the host needs to issue their kernels."""
+    f = max(c.forward_s, overheads.forward_host_s(c.n_layers))
+    b = c.backward_input_s + c.backward_weight_s
+    hb = overheads.backward_host_s(c.n_layers)
+    k = hb / b if b > 0 and hb > b else 1.0
+    return replace(c, forward_s=f, backward_input_s=c.backward_input_s * k, backward_weight_s=c.backward_weight_s * k)
+
+
+def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups,
+                overheads: FrameworkOverheads | None = None) -> list[ChunkCost]:
     """ChunkCost of every virtual stage (identical chunks computed once)."""
     n_chunks = plan.pp * plan.virtual_stages
     cache: dict = {}
@@ -307,6 +318,8 @@ def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups)
         key = (j == 0, j == n_chunks - 1, tuple(llm.is_moe_layer(i) for i in layers))
         if key not in cache:
             cache[key] = chunk_cost(llm, plan, cm, groups, j, n_chunks)
+            if overheads is not None:
+                cache[key] = host_bound(cache[key], overheads)
         chunks.append(replace(cache[key], index=j))
     return chunks
 
@@ -314,7 +327,7 @@ def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups)
 def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: NodeSpec | None = None,
                       record_trace: bool = False, optimizer_impl: str = "fused",
                       persistent_grads: bool = True, step_overhead_s: float = 0.0,
-                      link_model: str = "fluid") -> TrainingResult:
+                      link_model: str = "fluid", overheads: FrameworkOverheads | None = None) -> TrainingResult:
     """Simulate one iteration of `plan` training `llm`; PlanError if the plan is inconsistent.
 
     cm: the GPU's CostModel (its links give NVLink and NIC figures); node: used only for GPUs per
@@ -323,6 +336,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     (processor sharing, links.SharedLink); 'fifo' — each traffic class (pipeline sends, the DP
     stream) is served in order on its own, with no SimPy event per bucket (faster, for huge runs).
     optimizer_impl: 'fused' (one pass) or 'foreach' (torch AdamW default, ~8 passes, one temporary).
+    overheads: eager-framework host time and memory reserve (overheads.py); None = none.
 
     >>> from simcluster.cost import cost_model_for
     >>> from simcluster.llm.spec import load_llm
@@ -334,13 +348,14 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     gpn = node.gpus_per_node if node is not None else cm.links.gpus_per_node
     validate_plan(plan, llm, gpn)
     groups = plan_groups(plan, gpn)
-    chunks = plan_chunks(llm, plan, cm, groups)
+    chunks = plan_chunks(llm, plan, cm, groups, overheads)
     devices, events = replay_iteration(plan, chunks, cm, groups, record_trace, link_model, optimizer_impl,
                                        step_overhead_s)
     b = breakdown_of(devices, step_overhead_s)
     tokens = plan.tokens_per_iteration
     flops = model_flops_per_token(llm, plan.seq_len) * tokens
     peak = cm.gpu.flops_per_s("bf16") * plan.n_gpus
-    memory = training_memory(llm, plan, cm.gpu.memory_bytes, optimizer_impl, persistent_grads)
+    memory = training_memory(llm, plan, cm.gpu.memory_bytes, optimizer_impl, persistent_grads,
+                             overheads.memory_reserve_bytes if overheads else 0.0)
     return TrainingResult(b["time_s"], b["compute_s"], b["exposed_comm_s"], b["bubble_s"], b["optimizer_s"],
                           flops / (b["time_s"] * peak), tokens / b["time_s"], flops, memory, devices, events)

@@ -1,0 +1,30 @@
+"""What an eager framework adds to the op-level model: host time to issue kernels, and memory
+held outside the model's tensors. Zero by default (a compiled / CUDA-graph framework such as
+Megatron-LM at scale); fitted for plain eager PyTorch from measured steps (validation.py), on
+a fit split, never on the rows they are checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Share of a layer's host work spent issuing its forward vs its backward kernels: eager backward
+# launches about two kernels per forward kernel (a gradient for the input and one for the weight).
+FORWARD_HOST_SHARE = 1.0 / 3.0
+
+
+@dataclass(frozen=True)
+class FrameworkOverheads:
+    """host_s_per_layer: host seconds to issue one transformer layer's forward and backward kernels
+    for one micro-batch (Python, dispatcher, autograd, launches); a pass takes at least its share of
+    that, however fast the GPU. memory_reserve_bytes: allocated bytes outside weights, gradients,
+    optimizer states and activations (workspaces, caches), counted in every peak."""
+
+    host_s_per_layer: float = 0.0
+    memory_reserve_bytes: float = 0.0
+
+    def forward_host_s(self, layers: int) -> float:
+        return layers * self.host_s_per_layer * FORWARD_HOST_SHARE
+
+    def backward_host_s(self, layers: int) -> float:
+        return layers * self.host_s_per_layer * (1.0 - FORWARD_HOST_SHARE)
