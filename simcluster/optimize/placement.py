@@ -83,7 +83,7 @@ def place_experts(
     migration_weight: float = 0.1,
     workers: int = 1,
     count_window: int = 1,
-    max_assignment_vars: int = 4000,
+    max_assignment_vars: int = 1000,
     lp_dir: str | None = None,
     solver: str | None = None,
     max_steps_per_layer: int | None = None,
@@ -107,9 +107,9 @@ def place_experts(
       placements at least as balanced as EPLB).
     workers: processes solving layers in parallel (HiGHS gets one thread each).
     count_window: replica counts the program may choose besides the greedy one (± window).
-    max_assignment_vars: programs with at most this many assignment integers are solved whole
-      (with the solver's own bound and gap); larger ones by neighbourhood search (see
-      placement_search.py), whose gap is against a looser bound.
+    max_assignment_vars: programs with at most this many assignment integers are first solved
+      whole (proving small cases optimal, with the solver's bound); the rest of the time, and all
+      of it for larger programs, goes to neighbourhood search (see placement_search.py).
     lp_dir: write each layer's program to <lp_dir>/layer_<l>.lp before solving.
     solver: 'highs' or 'cbc' (default: HiGHS when installed).
     max_steps_per_layer: stop each layer's neighbourhood search after this many steps (with a

@@ -55,7 +55,7 @@ class LayerProgram:
     cross_node_weight: float = 0.0
     migration_weight: float = 0.0
     count_window: int = 1
-    max_assignment_vars: int = 4000  # above this, solve by neighbourhoods (placement_search.py)
+    max_assignment_vars: int = 1000  # above this, solve by neighbourhoods (placement_search.py)
 
     @property
     def n_gpus(self) -> int:
