@@ -1,0 +1,211 @@
+"""Engine validation run: serve an Azure-trace slice through transformers' continuous batching on one GPU.
+
+    python -m calibrate.engine --out DIR [--shape llama-3.1-8b] [--rates auto|R1,R2] [--budget-s 420]
+
+A Llama-shaped model with random bf16 weights (no download) serves, in order:
+  fit_*   short probes at fixed concurrency (decode at 1, 8, 32 sequences; lone 2048-token
+          prefills); the simulator fits the engine's per-iteration CPU overhead on these only;
+  rate_*  slices of scenarios/traces/azure_llm_2023_conv.csv at two arrival rates, requests
+          submitted by a thread at their arrival times; these are the validation points.
+Writes to DIR: engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
+engine_requests_fit.csv (per request: arrival, first token, finish, tokens), engine_iterations.csv
+(per engine iteration: wall times of its CPU and GPU parts and its batch), engine_provenance.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):   # run as `python calibrate/engine.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from calibrate.engine_run import ITERATION_COLUMNS, Engine, EngineSettings
+from calibrate.engine_trace import engine_trace, rate_tag, write_trace
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES = {
+    # Hugging Face meta-llama/Llama-3.1-8B config.json (rope scaling left out: it changes no cost).
+    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=14336, vocab_size=128256, head_dim=128, rope_theta=500000.0,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=False),
+    # Hugging Face meta-llama/Llama-3.2-1B config.json.
+    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=8192, vocab_size=128256, head_dim=64, rope_theta=500000.0,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True),
+    # For a CPU smoke run of the harness only.
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=256, vocab_size=1000, head_dim=32, max_position_embeddings=4096,
+                 tie_word_embeddings=False),
+}
+
+
+def introspect(log) -> dict:
+    """What this transformers offers for continuous batching; printed so a run explains itself."""
+    import torch
+    import transformers
+    facts = {"transformers": transformers.__version__, "torch": torch.__version__}
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        facts["attention_functions"] = sorted(ALL_ATTENTION_FUNCTIONS.keys())
+    except ImportError:
+        facts["attention_functions"] = []
+    try:
+        import dataclasses
+
+        from transformers.generation import ContinuousBatchingConfig
+        facts["cb_config_fields"] = [f.name for f in dataclasses.fields(ContinuousBatchingConfig)]
+    except (ImportError, TypeError):
+        facts["cb_config_fields"] = []
+    from transformers import LlamaForCausalLM
+    facts["entry_points"] = [n for n in ("generate_batch", "init_continuous_batching",
+                                         "continuous_batching_context_manager") if hasattr(LlamaForCausalLM, n)]
+    for k, v in facts.items():
+        log(f"introspect: {k}: {v}")
+    return facts
+
+
+def build_model(shape: str, device: str, attn: str):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(**SHAPES[shape])
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):
+        try:
+            model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn, dtype=dtype)
+        except TypeError:
+            model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn, torch_dtype=dtype)
+    return model.eval()
+
+
+def prompt_ids(rng: np.random.Generator, lengths, vocab: int) -> list[list[int]]:
+    # Random ids: no two prompts share a prefix block, so prefix caching could not help anyway.
+    return [rng.integers(10, vocab, size=int(n)).tolist() for n in lengths]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log) -> dict:
+    """Probes at fixed concurrency; returns decode tokens/s at 32 sequences (sizes the trace rates)."""
+    probes = [("fit_b1", 1, 64, 48, 0.0), ("fit_b8", 8, 256, 48, 0.0), ("fit_b32", 32, 256, 48, 0.0),
+              ("fit_prefill", 4, max_prompt, 4, 1.0)]
+    rows, stats = [], {}
+    for name, n, prompt, output, gap_s in probes:
+        t = time.perf_counter()
+        recs, start = engine.serve(name, np.arange(n) * gap_s, prompt_ids(rng, [prompt] * n, vocab),
+                                   [output] * n, deadline_s=120)
+        for r in recs:
+            r["phase"] = name
+        rows += recs
+        done = [r for r in recs if not math.isnan(r["finish_s"])]
+        if name == "fit_b32" and done:
+            span = max(r["finish_s"] for r in done) - min(r["first_token_s"] for r in done)
+            stats["decode_tokens_per_s_b32"] = (output - 1) * len(done) / max(span, 1e-9)
+        log(f"fit: {name}: {time.perf_counter() - t:.1f} s")
+    _write_rows(out / "engine_requests_fit.csv", rows)
+    return stats
+
+
+def choose_rates(arg: str, stats: dict, mean_output: float, log) -> list[float]:
+    if arg != "auto":
+        return [float(x) for x in arg.split(",")]
+    # Capacity in requests/s if decode ran at the 32-sequence rate; a light and a loaded fraction of it.
+    cap = stats.get("decode_tokens_per_s_b32", 0.0) / max(mean_output, 1.0)
+    rates = [max(0.05, round(f * cap * 20) / 20) for f in (0.25, 0.6)]
+    log(f"rates: capacity estimate {cap:.2f} req/s -> {rates}")
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibrate.engine", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--shape", default="llama-3.1-8b", choices=sorted(SHAPES))
+    ap.add_argument("--trace", default=str(REPO / "scenarios/traces/azure_llm_2023_conv.csv"))
+    ap.add_argument("--rates", default="auto", help="'auto' or comma-separated requests/s")
+    ap.add_argument("--phase-s", type=float, default=100.0, help="arrival span per rate (sets request counts)")
+    ap.add_argument("--max-span-s", type=float, default=140.0, help="longest arrival span of one rate")
+    ap.add_argument("--min-requests", type=int, default=100)
+    ap.add_argument("--max-requests", type=int, default=300)
+    ap.add_argument("--max-prompt", type=int, default=2048)
+    ap.add_argument("--max-output", type=int, default=256)
+    ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting phases past this wall time")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--seed", type=int, default=0)
+    for f in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch"):
+        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(EngineSettings, f))
+    args = ap.parse_args(argv)
+    wall0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logf = open(args.out / "engine_log.txt", "w")
+
+    def log(msg: str) -> None:
+        line = f"[{time.perf_counter() - wall0:7.1f}s] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    facts = introspect(log)
+    settings = EngineSettings(block_size=args.block_size, num_blocks=args.num_blocks,
+                              max_batch_tokens=args.max_batch_tokens, max_requests_per_batch=args.max_requests_per_batch)
+    t = time.perf_counter()
+    model = build_model(args.shape, args.device, settings.attn_implementation)
+    build_s = time.perf_counter() - t
+    log(f"model {args.shape} built in {build_s:.1f} s")
+    engine = Engine(model, settings, log)
+    log(f"engine started; warmup {engine.warmup_s:.1f} s; resolved {settings.resolved}")
+    rng = np.random.default_rng(args.seed)
+    vocab = SHAPES[args.shape]["vocab_size"]
+    stats = fit_phases(engine, rng, vocab, args.max_prompt, args.out, log)
+    probe = engine_trace(args.trace, 1.0, 400, 0, args.max_prompt, args.max_output)
+    rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
+    offset, served = 0, []
+    for rate in rates:
+        left = args.budget_s - (time.perf_counter() - wall0)
+        n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
+        n = int(min(n, rate * (left - 60)))
+        if n < 10:
+            log(f"rate {rate}: skipped, {left:.0f} s of budget left")
+            continue
+        trace = engine_trace(args.trace, rate, n, offset, args.max_prompt, args.max_output)
+        offset += n
+        tag = rate_tag(rate)
+        write_trace(trace, args.out / f"engine_trace_{tag}.csv")
+        recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
+                               trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
+        _write_rows(args.out / f"engine_requests_{tag}.csv", recs)
+        served.append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
+                       "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
+    if not engine.alive():
+        log("engine: the generation thread died; see the log above")
+    engine.stop()
+    phase_start = {}
+    rows = sorted(engine.iterations.rows, key=lambda r: r[1])
+    for r in rows:
+        phase_start.setdefault(r[0], r[1])
+    with open(args.out / "engine_iterations.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ITERATION_COLUMNS)
+        for r in rows:
+            w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:]])
+    from calibrate.engine_provenance import write_provenance
+    write_provenance(args.out / "engine_provenance.yaml", facts, settings, args, served, stats,
+                     {"model_build_s": build_s, "warmup_s": engine.warmup_s,
+                      "total_wall_s": time.perf_counter() - wall0}, sys.argv)
+    log(f"done in {time.perf_counter() - wall0:.1f} s; {len(rows)} iterations logged")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

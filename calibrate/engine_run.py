@@ -1,0 +1,216 @@
+"""Serve requests through transformers' continuous-batching engine and time every request and iteration.
+
+The engine is `model.init_continuous_batching(...)` (transformers 5.x). Its API moves between
+releases, so every optional knob is passed only if this version has it, and the iteration
+instrumentation attaches only to the methods it finds; what was found is reported.
+
+Clock: `time.perf_counter`, the clock the engine stamps tokens with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+
+ITERATION_COLUMNS = ("phase", "start_s", "prepare_s", "step_s", "update_s", "n_requests", "q_tokens",
+                     "kv_read_tokens", "n_decode", "n_prefill_chunks", "n_first_tokens")
+
+
+@dataclass
+class EngineSettings:
+    """Scheduler settings the run asks for; `resolved` holds what the engine actually used."""
+
+    block_size: int = 256
+    num_blocks: int = 640
+    max_batch_tokens: int = 2048
+    max_requests_per_batch: int = 128
+    use_cuda_graph: bool = False
+    use_async_batching: bool = False
+    allow_block_sharing: bool = False
+    scheduler_type: str = "fifo"
+    attn_implementation: str = "sdpa"
+    resolved: dict = field(default_factory=dict)
+
+
+def _cb_config(settings: EngineSettings):
+    """A ContinuousBatchingConfig with only the fields this transformers version knows."""
+    from transformers.generation import ContinuousBatchingConfig
+    known = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)} if dataclasses.is_dataclass(
+        ContinuousBatchingConfig) else set(ContinuousBatchingConfig.__init__.__code__.co_varnames)
+    wanted = {k: getattr(settings, k) for k in ("block_size", "num_blocks", "max_batch_tokens",
+                                                 "max_requests_per_batch", "use_cuda_graph",
+                                                 "use_async_batching", "allow_block_sharing", "scheduler_type")}
+    return ContinuousBatchingConfig(**{k: v for k, v in wanted.items() if k in known}), sorted(set(wanted) - known)
+
+
+def _status_name(result) -> str:
+    if result is None:
+        return "UNFINISHED"
+    status = getattr(result, "status", "")
+    return getattr(status, "name", str(status))
+
+
+class IterationLog:
+    """Wraps the batch processor's per-iteration methods to record their wall times and batch shape."""
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+        self.phase = ""
+        self._open: dict = {}
+        self.attached: list[str] = []
+
+    def attach(self, processor) -> None:
+        sched = getattr(processor, "scheduler", None)
+        if sched is not None and hasattr(sched, "schedule_batch"):
+            inner = sched.schedule_batch
+
+            def schedule_batch(*a, **k):
+                out = inner(*a, **k)
+                reqs = out[0] or []
+                q = out[2] if len(out) > 2 else 0
+                kv = out[3] if len(out) > 3 else 0
+                dec = sum(1 for r in reqs if getattr(r, "query_length", 0) == 1)
+                first = sum(1 for r in reqs if getattr(r, "has_new_token", False) and getattr(r, "query_length", 0) > 1)
+                self._open.update(n_requests=len(reqs), q_tokens=int(q), kv_read_tokens=int(kv), n_decode=dec,
+                                  n_prefill_chunks=len(reqs) - dec, n_first_tokens=first)
+                return out
+            sched.schedule_batch = schedule_batch
+            self.attached.append("scheduler.schedule_batch")
+        for name, key in (("prepare_next_batch", "prepare"), ("_generation_step", "step"), ("update_batch", "update")):
+            if hasattr(processor, name):
+                setattr(processor, name, self._timed(getattr(processor, name), key))
+                self.attached.append(name)
+
+    def _timed(self, fn, key):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            t1 = time.perf_counter()
+            if key == "prepare":
+                if out:   # a batch was scheduled: an iteration begins
+                    self._open.update(start=t0, prepare=t1 - t0)
+                else:
+                    self._open = {}
+            elif key == "step" and "start" in self._open:
+                self._open["step"] = t1 - t0
+            elif key == "update" and "start" in self._open:
+                o = self._open
+                self.rows.append((self.phase, o["start"], o["prepare"], o.get("step", 0.0), t1 - t0,
+                                  o.get("n_requests", 0), o.get("q_tokens", 0), o.get("kv_read_tokens", 0),
+                                  o.get("n_decode", 0), o.get("n_prefill_chunks", 0), o.get("n_first_tokens", 0)))
+                self._open = {}
+            return out
+        return wrapper
+
+
+class Engine:
+    """One continuous-batching manager over one model, serving phases of requests one after another."""
+
+    def __init__(self, model, settings: EngineSettings, log=print):
+        from transformers import GenerationConfig
+        self.settings, self.log = settings, log
+        gen = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0, max_new_tokens=256)
+        cb, dropped = _cb_config(settings)
+        if dropped:
+            log(f"engine: this transformers has no {dropped} in ContinuousBatchingConfig; left at its defaults")
+        try:
+            self.manager = model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
+        except TypeError:   # older 5.x took the settings on GenerationConfig
+            for k, v in dataclasses.asdict(cb).items():
+                setattr(gen, k, v)
+            self.manager = model.init_continuous_batching(generation_config=gen)
+        m = self.manager
+        t0 = time.perf_counter()
+        if hasattr(m, "warmup"):
+            m.warmup()
+        elif hasattr(m, "_create_batch_processor"):
+            m.batch_processor = m._create_batch_processor()
+        self.warmup_s = time.perf_counter() - t0
+        self.iterations = IterationLog()
+        if getattr(m, "batch_processor", None) is not None:
+            self.iterations.attach(m.batch_processor)
+        log(f"engine: instrumentation on {self.iterations.attached or 'nothing (per-iteration log unavailable)'}")
+        settings.resolved = self._resolved()
+        m.start()
+        self.t0 = time.perf_counter()
+
+    def _resolved(self) -> dict:
+        m = self.manager
+        cfg = getattr(m, "continuous_batching_config", None)
+        out = {}
+        if cfg is not None:
+            for k in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch", "use_cuda_graph",
+                      "use_async_batching", "allow_block_sharing", "scheduler_type", "safety_margin",
+                      "max_blocks_per_request", "max_memory_percent", "default_compile_level"):
+                if hasattr(cfg, k):
+                    v = getattr(cfg, k)
+                    out[k] = list(v) if isinstance(v, tuple) else v
+        bp = getattr(m, "batch_processor", None)
+        cache = getattr(bp, "cache", None)
+        for k in ("num_blocks", "block_size", "max_batch_tokens", "num_pages"):
+            if cache is not None and hasattr(cache, k):
+                out[f"cache.{k}"] = int(getattr(cache, k))
+        sched = getattr(bp, "scheduler", None)
+        if sched is not None:
+            out["scheduler.class"] = type(sched).__name__
+            out["scheduler.safety_margin"] = getattr(sched, "safety_margin", None)
+        out["attn_implementation"] = getattr(m.model.config, "_attn_implementation", "")
+        return out
+
+    def serve(self, phase: str, arrival_s, prompts: list[list[int]], outputs, deadline_s: float) -> tuple[list[dict], float]:
+        """Submit request i at arrival_s[i] seconds after this call; wait until all finish or the deadline.
+        Returns (one record per request with times in seconds from this call's start, the start's clock)."""
+        m = self.manager
+        self.iterations.phase = phase
+        n = len(prompts)
+        submit = [float("nan")] * n
+        ids = [f"{phase}_{i}" for i in range(n)]
+        start = time.perf_counter()
+
+        def feeder():
+            for i in range(n):
+                wait = start + float(arrival_s[i]) - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                submit[i] = time.perf_counter() - start
+                m.add_request(prompts[i], request_id=ids[i], max_new_tokens=int(outputs[i]), record_timestamps=True)
+
+        th = threading.Thread(target=feeder, daemon=True)
+        th.start()
+        results: dict[str, object] = {}
+        index = {rid: i for i, rid in enumerate(ids)}
+        while len(results) < n and time.perf_counter() - start < deadline_s and self.alive():
+            r = m.get_result(timeout=0.2)
+            if r is not None and r.request_id in index:
+                results[r.request_id] = r
+        th.join(timeout=1.0)
+        rows = []
+        for i, rid in enumerate(ids):
+            r = results.get(rid)
+            stamps = (getattr(r, "timestamps", None) or []) if r is not None else []
+            life = getattr(r, "lifespan", (-1, -1)) if r is not None else (-1, -1)
+            rows.append({
+                "request_id": i, "arrival_s": float(arrival_s[i]), "submit_s": submit[i],
+                "scheduled_s": life[0] - start if life[0] > 0 else float("nan"),
+                "first_token_s": stamps[0] - start if stamps else float("nan"),
+                "finish_s": stamps[-1] - start if stamps else float("nan"),
+                "prompt_tokens": len(prompts[i]), "output_tokens": int(outputs[i]),
+                "generated_tokens": len(getattr(r, "generated_tokens", []) or []) if r is not None else 0,
+                "status": _status_name(r),
+                "error": (getattr(r, "error", None) or "") if r is not None else "",
+            })
+        self.log(f"engine: phase {phase}: {len(results)}/{n} finished in {time.perf_counter() - start:.1f} s")
+        return rows, start
+
+    def alive(self) -> bool:
+        """False once the engine's generation thread has died (a fatal error: stop waiting for results)."""
+        th = getattr(self.manager, "_generation_thread", None)
+        return th is None or th.is_alive()
+
+    def stop(self) -> None:
+        try:
+            self.manager.stop(block=True, timeout=10)
+        except TypeError:
+            self.manager.stop()
