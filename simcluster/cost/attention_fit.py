@@ -83,7 +83,7 @@ def fit_decode(frame, gpu: GpuSpec) -> CurveFit:
 def predict_prefill_s(fit: CurveFit, gpu: GpuSpec, flops: float, bytes_: float, batch: float, seq_len: float,
                       n_heads: int, n_kv_heads: int, head_dim: int, causal: bool = True) -> tuple[float, bool]:
     """Seconds of one prefill attention call; FLOPs/bytes as the op counts them (chunked prefill too)."""
-    occ = float(prefill_occupancy(batch, seq_len, n_heads, gpu))
+    occ = min(1.0, batch * n_heads * math.ceil(seq_len / PREFILL_TILE) / max(gpu.sm_count, 1))
     return fit.predict_s(flops / gpu.flops_per_s("bf16"), bytes_ / gpu.hbm_bandwidth_bytes_per_s, occ,
                          layout_key(n_heads, n_kv_heads, head_dim, causal), _logs(batch, seq_len),
                          _logs(n_heads, n_kv_heads, head_dim))
@@ -91,7 +91,7 @@ def predict_prefill_s(fit: CurveFit, gpu: GpuSpec, flops: float, bytes_: float, 
 
 def predict_decode_s(fit: CurveFit, gpu: GpuSpec, flops: float, bytes_: float, batch: float, context_len: float,
                      n_heads: int, n_kv_heads: int, head_dim: int) -> tuple[float, bool]:
-    occ = float(decode_occupancy(batch, context_len, n_kv_heads, gpu))
+    occ = min(1.0, batch * n_kv_heads * math.ceil(context_len / DECODE_SPLIT) / max(gpu.sm_count, 1))
     return fit.predict_s(flops / gpu.flops_per_s("bf16"), bytes_ / gpu.hbm_bandwidth_bytes_per_s, occ,
                          layout_key(n_heads, n_kv_heads, head_dim), _logs(batch, context_len),
                          _logs(n_heads, n_kv_heads, head_dim))

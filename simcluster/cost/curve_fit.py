@@ -14,6 +14,7 @@ import numpy as np
 
 from simcluster.cost.fit import Smoother, fit_log_lm, two_roof_s
 
+GRID_STEP = 0.125           # log2 units: corrections tabulated every 9% of batch/length/size
 THETA0 = (math.log(3e-6), math.log(1.5), math.log(1.3), math.log(3.0), math.log(0.3))
 
 
@@ -39,6 +40,8 @@ class CurveFit:
         self.layouts = layouts          # layout key (str) -> Smoother over local coords
         self.boxes = boxes              # layout key -> [[lo, hi] per local coord]
         self.smoother = smoother        # over local coords + layout coords
+        self._grids: dict = {}          # (layout, covered, layout coords) -> tabulated correction
+        self._e = [math.exp(min(max(x, -60.0), 60.0)) for x in self.theta.tolist()]
 
     @classmethod
     def fit(cls, compute_s, memory_s, occupancy, time_s, layout_keys, coords, layout_coords,
@@ -60,11 +63,41 @@ class CurveFit:
 
     def predict_s(self, compute_s, memory_s, occupancy, layout_key: str, coords, layout_coords) -> tuple[float, bool]:
         """(seconds, True when a measured layout's box held the query)."""
-        base = float(curve_s(self.theta, compute_s, memory_s, occupancy))
+        base = self._base_s(float(compute_s), float(memory_s), float(occupancy))
         box = self.boxes.get(layout_key)
-        if box is not None and all(lo - 1e-9 <= c <= hi + 1e-9 for c, (lo, hi) in zip(coords, box)):
-            return base * math.exp(self.layouts[layout_key](coords)), True
-        return base * math.exp(self.smoother(list(coords) + list(layout_coords))), False
+        covered = box is not None and all(lo - 1e-9 <= c <= hi + 1e-9 for c, (lo, hi) in zip(coords, box))
+        return base * math.exp(self._correction(layout_key, covered, coords, layout_coords)), covered
+
+    def _base_s(self, tc: float, tm: float, occ: float) -> float:
+        """curve_s for one scalar query, in plain floats (numpy costs ~20 µs a scalar call)."""
+        e = self._e
+        c = e[1] * tc * min(max(occ, 1e-3), 1.0) ** (-e[4])
+        m = e[2] * tm
+        p = 1.0 + e[3]
+        big = max(c, m)
+        if big <= 0:
+            return e[0]
+        return e[0] + big * ((c / big) ** p + (m / big) ** p) ** (1.0 / p)
+
+    def _correction(self, key: str, covered: bool, coords, layout_coords) -> float:
+        # The smoothers cost ~100 µs a query; the serving simulator asks for thousands of
+        # distinct shapes, so each layout's correction is tabulated once on a GRID_STEP grid
+        # and read back by multilinear interpolation (a few µs).
+        gkey = (key, covered) if covered else (key, covered, tuple(layout_coords))
+        grid = self._grids.get(gkey)
+        if grid is None:
+            if covered:
+                box, smoother, extra = self.boxes[key], self.layouts[key], []
+            else:
+                box = [[min(b[i][0] for b in self.boxes.values()), max(b[i][1] for b in self.boxes.values())]
+                       for i in range(len(coords))]
+                smoother, extra = self.smoother, list(layout_coords)
+            axes = [np.arange(lo, hi + GRID_STEP, GRID_STEP) if hi > lo else np.array([lo]) for lo, hi in box]
+            mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+            points = np.column_stack([mesh, np.tile(extra, (len(mesh), 1))]) if extra else mesh
+            values = smoother.many(points).reshape([len(a) for a in axes])
+            grid = self._grids[gkey] = ([(float(a[0]), len(a)) for a in axes], values.tolist())
+        return _multilinear(grid, coords)
 
     def to_json(self) -> dict:
         return {"theta": self.theta.tolist(), "boxes": self.boxes,
@@ -75,3 +108,33 @@ class CurveFit:
     def from_json(cls, d: dict) -> "CurveFit":
         return cls(d["theta"], {k: Smoother.from_json(v) for k, v in d["layouts"].items()},
                    d["boxes"], Smoother.from_json(d["smoother"]))
+
+
+def _multilinear(grid, coords) -> float:
+    """Interpolate a tabulated grid ([(start, count) per axis], values) at coords (clamped)."""
+    axes, values = grid
+    idx, frac = [], []
+    for (start, count), x in zip(axes, coords):
+        pos = min(max((x - start) / GRID_STEP, 0.0), count - 1.0)
+        i = min(int(pos), max(count - 2, 0))
+        idx.append(i)
+        frac.append(pos - i if count > 1 else 0.0)
+    if len(idx) == 1:
+        i, f = idx[0], frac[0]
+        return values[i] * (1 - f) + (values[i + 1] * f if f else 0.0)
+    total = 0.0
+    for corner in range(1 << len(idx)):
+        w, at = 1.0, []
+        for d, (i, f) in enumerate(zip(idx, frac)):
+            if corner >> d & 1:
+                w *= f
+                at.append(i + 1)
+            else:
+                w *= 1 - f
+                at.append(i)
+        if w:
+            v = values
+            for j in at:
+                v = v[j]
+            total += w * v
+    return total
