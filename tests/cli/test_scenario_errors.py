@@ -105,6 +105,8 @@ def test_simulate_json_and_outputs(tmp_path, capsys):
     assert main(["simulate", path, "--json", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["completed"] == 50
-    assert {p.name for p in out.iterdir()} >= {"summary.json", "requests.csv", "iterations.csv", "trace.json"}
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"summary.json", "iterations.csv", "trace.json"}
+    assert names & {"requests.csv", "requests.parquet"}
     trace = json.loads((out / "trace.json").read_text())
     assert any(e["ph"] == "X" for e in trace["traceEvents"])
