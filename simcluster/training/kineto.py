@@ -6,7 +6,7 @@ The trace gives, per GPU stream, the kernels in the order they ran (ph 'X', cat 
 - stream order: a kernel follows the previous kernel of its stream;
 - host order: a kernel cannot start before the host launched it; the host replays its recorded
   gaps between runtime calls, and a synchronising call (…Synchronize, blocking cudaMemcpy) waits
-  until the device has drained;
+  for the issued kernels that had finished when it returned in the recording;
 - cross-stream: from CUDA event record / wait (Kineto 'cuda_sync' events naming
   wait_on_cuda_event_record_corr_id), or, lacking those, inferred from the recorded timing: a
   kernel that started later than both its stream predecessor and its launch waited for another
@@ -27,6 +27,7 @@ import simpy
 from simcluster.hardware.gpu import GpuSpec
 
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+HOST_CATS = ("cuda_runtime", "cuda_driver")       # cudaLaunchKernel..., cuLaunchKernelEx (Triton, NCCL)
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 LAUNCH_SLACK_S = 8e-6          # a kernel starting within this of its launch/predecessor did not wait
 MATMUL_MARKERS = ("gemm", "cutlass", "cublas", "sm80_", "sm90_", "flash", "fmha", "attention", "xmma")
@@ -102,7 +103,7 @@ def build_graph(trace: dict) -> TraceGraph:
                               (e.get("pid"), e.get("tid")), e["ts"] * 1e-6, e.get("dur", 0) * 1e-6,
                               args.get("correlation")))
     by_corr = {k.correlation: k for k in kernels if k.correlation is not None}
-    runtime = sorted((e for e in events if e.get("cat") == "cuda_runtime"), key=lambda e: e["ts"])
+    runtime = sorted((e for e in events if e.get("cat") in HOST_CATS), key=lambda e: e["ts"])
     host = []
     for e in runtime:
         corr = (e.get("args") or {}).get("correlation")
@@ -126,8 +127,21 @@ def build_graph(trace: dict) -> TraceGraph:
 
 
 def _steps(events: list[dict]) -> list[tuple[float, float]]:
+    """Recorded step windows on the host: ProfilerStep#N annotations when the profiler schedule
+    wrote them; otherwise the windows between the ends of consecutive optimizer zero_grad (else
+    step) annotations."""
     marks = sorted((e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")), key=lambda e: e["ts"])
-    return [(e["ts"] * 1e-6, (e["ts"] + e.get("dur", 0)) * 1e-6) for e in marks]
+    if marks:
+        return [(e["ts"] * 1e-6, (e["ts"] + e.get("dur", 0)) * 1e-6) for e in marks]
+    host = [e for e in events if e.get("cat") in ("user_annotation", "cpu_op") or e.get("cat") in HOST_CATS]
+    for prefix in ("Optimizer.zero_grad", "Optimizer.step"):
+        ends = sorted((e["ts"] + e.get("dur", 0)) * 1e-6 for e in host if e.get("cat") == "user_annotation"
+                      and str(e.get("name", "")).startswith(prefix))
+        if len(ends) >= 2:
+            # The window before the first zero_grad starts wherever the profiler started, not at a
+            # step boundary: only the windows between consecutive zero_grads are whole steps.
+            return list(zip(ends[:-1], ends[1:]))
+    return []
 
 
 def _event_deps(syncs: list[dict], streams: dict) -> int:
@@ -184,9 +198,8 @@ class ReplayResult:
 
     @property
     def step_time_s(self) -> float:
-        """Median replayed step time (all steps when the trace marks none: the whole makespan)."""
-        xs = sorted(self.step_times_s) or [self.makespan_s]
-        return xs[len(xs) // 2]
+        """Mean replayed step time (the whole makespan when the trace marks no steps)."""
+        return sum(self.step_times_s) / len(self.step_times_s) if self.step_times_s else self.makespan_s
 
 
 def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.0,
@@ -213,7 +226,10 @@ def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.
             yield env.timeout(gap * host_scale)
             host_at[i] = env.now
             if h.sync:
-                pending = [done[j] for j in issued if not done[j].processed]
+                # It waits for what it waited for in the recording: the issued kernels that had
+                # finished by the time the call returned (an event sync covers only its stream).
+                call_end = h.start_s + h.dur_s
+                pending = [done[j] for j in issued if not done[j].processed and ks[j].end_s <= call_end + 1e-9]
                 if pending:
                     yield simpy.AllOf(env, pending)
                 continue

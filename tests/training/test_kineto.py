@@ -2,7 +2,9 @@
 
 import gzip
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from simcluster.hardware.gpu import load_gpu
@@ -101,3 +103,22 @@ def test_unreadable_trace_raises(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(KinetoError, match="x.json"):
         load_trace(bad)
+
+
+REAL = Path(__file__).resolve().parents[2] / "profiles" / "measured" / "h200-sxm" / "trace_ddp_llama-3.2-1b-4l.json.gz"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="no recorded trace")
+def test_recorded_ddp_trace_replays_within_ten_percent_of_measured_step():
+    rows = pd.read_csv(REAL.parent / "train_step.csv")
+    row = rows[(rows.model == "llama-3.2-1b-4l") & (rows.strategy == "ddp")].iloc[0]
+    g = build_graph(load_trace(REAL))
+    assert len(g.steps) == 2 and any(k.kind == "comm" for k in g.kernels)
+    r = replay(g)
+    print(f"replayed {r.step_times_s} recorded {r.recorded_step_times_s} measured (unprofiled) {row.time_s}")
+    assert r.step_time_s == pytest.approx(row.time_s, rel=0.10)
+    assert r.step_times_s == pytest.approx(r.recorded_step_times_s, rel=0.05)
+    # What-if: twice-as-fast compute kernels shorten the step, but by less than half (host, NCCL).
+    fast = replay(g, compute_scale=0.5).step_time_s
+    assert 0.5 * r.step_time_s < fast < r.step_time_s
+    assert replay(g, comm_scale=2.0).step_time_s > r.step_time_s
