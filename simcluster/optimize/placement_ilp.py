@@ -186,15 +186,15 @@ def build_program(
     for g in free:
         prob += pulp.lpSum(gpu_terms[g]) == slots, f"slots_{g}"
         prob += pulp.LpAffineExpression(load_terms[g]) - peak <= 0, f"load_{g}"
-    if symmetry_breaking(program, free):
-        # GPUs of one node are interchangeable; ordering their loads removes the copies of every
-        # solution that differ only by a permutation, which otherwise stalls the proof.
-        for g in free:
-            if (g + 1) % per_node and g + 1 in load_terms:
+    if symmetry_breaking(program):
+        # Free GPUs of one node are interchangeable; ordering their loads removes the copies of
+        # every solution that differ only by a permutation, which otherwise stalls the proof.
+        for g, h in zip(free, free[1:]):
+            if g // per_node == h // per_node:
                 prob += (
                     pulp.LpAffineExpression(load_terms[g])
-                    - pulp.LpAffineExpression(load_terms[g + 1]) >= 0,
-                    f"order_{g}",
+                    - pulp.LpAffineExpression(load_terms[h]) >= 0,
+                    f"order_{g}_{h}",
                 )
 
     objective, constant = [(peak, 1.0)], 0.0
@@ -238,21 +238,26 @@ def build_program(
     return prob, variables
 
 
-def symmetry_breaking(program: LayerProgram, free: list[int]) -> bool:
-    """Order GPU loads within nodes only in whole programs without a current placement (the
-    migration term tells GPUs of a node apart)."""
-    return len(free) == program.n_gpus and program.current is None
+def symmetry_breaking(program: LayerProgram) -> bool:
+    """Order the loads of a node's free GPUs unless a current placement is priced (the migration
+    term tells GPUs of a node apart)."""
+    return program.current is None
 
 
-def order_within_nodes(program: LayerProgram, x: np.ndarray) -> np.ndarray:
-    """Permute a placement's GPUs within each node so their loads descend (the `order_` rows)."""
+def order_within_nodes(program: LayerProgram, x: np.ndarray, free: list[int] | None = None) -> np.ndarray:
+    """Permute a placement's free GPUs within each node so their loads descend (the `order_`
+    rows); fixed GPUs keep their columns."""
+    if not symmetry_breaking(program):
+        return x
     loads = np.asarray(program.loads, dtype=float)
     per_gpu = (loads / x.sum(axis=1)) @ x
-    per_node = program.gpus_per_node
-    columns = []
+    free = list(range(program.n_gpus)) if free is None else sorted(free)
+    columns = list(range(program.n_gpus))
     for n in range(program.n_nodes):
-        gpus = np.arange(n * per_node, (n + 1) * per_node)
-        columns.extend(gpus[np.argsort(-per_gpu[gpus], kind="stable")].tolist())
+        gpus = [g for g in free if g // program.gpus_per_node == n]
+        ranked = sorted(gpus, key=lambda g: (-per_gpu[g], g))
+        for slot, g in zip(gpus, ranked):
+            columns[slot] = g
     return x[:, columns]
 
 

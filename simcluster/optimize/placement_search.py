@@ -142,6 +142,7 @@ def _neighbourhood_search(
         chosen = set(order[: size_now // 2].tolist()) | set(order[::-1][: size_now // 4].tolist())
         others = [g for g in rng.permutation(n_gpus).tolist() if g not in chosen]
         chosen = sorted(chosen | set(others[: size_now - len(chosen)]))
+        x = order_within_nodes(program, x, chosen)
         prob, variables = build_program(
             program, counts, cap, incumbent=x, free_gpus=chosen, local_peak=True
         )

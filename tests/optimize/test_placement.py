@@ -66,7 +66,7 @@ def test_whole_program_matches_brute_force_optimum():
 def test_cross_node_weight_cuts_traffic_below_eplb_global():
     loads = generate_loads(2, 16, 20000, skew=0.6, seed=4)
     sources = generate_source_fractions(2, 16, 2, locality=1.0, seed=4)
-    result = place_experts(loads, 2, 2, 24, policy="ilp", time_limit_s=4.0,
+    result = place_experts(loads, 2, 2, 24, policy="ilp", time_limit_s=8.0,
                            source_fractions=sources, cross_node_weight=0.5)
     glob = eplb(loads, 24, 2, 2, None, "global")
     for layer in range(2):
