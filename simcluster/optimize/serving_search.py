@@ -129,15 +129,17 @@ def _shape_reason(llm: LlmSpec, c: dict, gpus_per_node: int) -> tuple[str, str] 
 
 
 def screen(llm: LlmSpec, trace, slo: dict, space: ServingSpace, rate_rps: float,
-           cost_method: str = "calibrated") -> tuple[list[dict], list[dict]]:
-    """Analytic stage: (survivors with their bound fields, dropped {plan, stage, reason})."""
+           cost_method: str = "calibrated", models: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Analytic stage: (survivors with their bound fields, dropped {plan, stage, reason}).
+    models: GPU name -> CostModel, filled in for the GPUs that needed one."""
     pct = float(slo.get("percentile", 90))
     prompt_q = float(np.percentile(trace.prompt_tokens, pct))
     output_q = float(np.percentile(trace.output_tokens, pct))
     prompt_mean = float(np.mean(trace.prompt_tokens))
     output_mean = float(np.mean(trace.output_tokens))
     longest = int(np.max(np.asarray(trace.prompt_tokens) + np.asarray(trace.output_tokens)))
-    models, survivors, pruned, timers = {}, [], [], {}
+    models = {} if models is None else models
+    survivors, pruned, timers = [], [], {}
     for c in space.candidates():
         gpu = load_gpu(c["gpu"])
         shape = _shape_reason(llm, c, default_node_for(c["gpu"]).gpus_per_node)
@@ -202,10 +204,12 @@ PLAN_KEYS = ("gpu", "tp", "pp", "ep", "max_num_seqs", "max_batched_tokens", "chu
 def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, objective: str = "min_cost",
                          target_rate_rps: float | None = None, cost_method: str = "calibrated",
                          router: str = "least_outstanding", sweep: SweepOptions = SweepOptions(),
-                         capacity_requests: int = 300, simulate_at_least: int = 4) -> SearchResult:
+                         capacity_requests: int = 300, simulate_at_least: int = 4,
+                         costs: dict | None = None) -> SearchResult:
     """Search `space` for the plans serving `trace` (rescaled to target_rate_rps when given) within
     `slo`; see the module doc. objective: 'min_cost' (USD/hour at the target rate) or
-    'max_goodput_per_usd' (requests per USD one replica serves at its capacity)."""
+    'max_goodput_per_usd' (requests per USD one replica serves at its capacity).
+    costs: GPU name -> CostModel already built (calibrated ones take seconds to fit)."""
     started = time.perf_counter()
     if objective not in OBJECTIVES:
         raise SearchError(f"objective: {objective!r}; expected one of {', '.join(OBJECTIVES)}")
@@ -215,9 +219,10 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
         trace = trace.rescale_rate(target_rate_rps)
     rate = float(trace.rate_per_s)
     candidates = space.candidates()
-    survivors, pruned = screen(llm, trace, slo, space, rate, cost_method)
+    models: dict = dict(costs or {})
+    survivors, pruned = screen(llm, trace, slo, space, rate, cost_method, models)
     survivors.sort(key=lambda s: (_optimistic(s, objective), candidate_label(s)))
-    inputs = ServingInputs(llm, trace, slo, cost_method, router, capacity_requests)
+    inputs = ServingInputs(llm, trace, slo, cost_method, router, capacity_requests, costs=models)
     fingerprint = stable_hash(llm, trace.arrival_s, trace.prompt_tokens, trace.output_tokens, slo,
                               cost_method, router, capacity_requests, inputs.rate_tolerance)
     result = SearchResult([], pruned, objective, rate, len(candidates))
@@ -237,7 +242,11 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
             batch.append(s)
         if not batch:
             continue
-        caps = sweep.run(replica_capacity, [{k: s[k] for k in (*PLAN_KEYS, "rate_hi_rps")} for s in batch],
+        # Least cost only needs the replica count: search the grid target / k; the other objective
+        # needs the capacity itself: bisection to the tolerance.
+        grid = {"target_rps": rate, "max_replicas": space.max_replicas} if objective == "min_cost" else {}
+        caps = sweep.run(replica_capacity,
+                         [{**{k: s[k] for k in (*PLAN_KEYS, "rate_hi_rps", "replicas_lower")}, **grid} for s in batch],
                          inputs, fingerprint, "capacity search")
         result.cached += caps.cached
         to_verify, kept = [], []
@@ -245,7 +254,7 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
             result.simulations += cap["simulations"] if fresh else 0
             if cap["capacity_rps"] <= 0:
                 _drop(result.pruned, s, "simulation", f"misses the SLO even at {cap['capacity_hi_rps']:.3g} req/s "
-                                                      f"per replica ({cap['simulations']} rates tried)")
+                                                      f"per replica ({cap['simulations']} rates simulated)")
                 continue
             replicas = math.ceil(rate / cap["capacity_rps"] - 1e-9)
             if replicas > space.max_replicas:
@@ -261,6 +270,7 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
         for (s, cap), row, fresh in zip(kept, verified.results, verified.fresh):
             result.simulations += row["verify_simulations"] if fresh else 0
             row.update(plan=candidate_label(s), capacity_rps=cap["capacity_rps"], bound_rps=s["rate_hi_rps"],
+                       capacity_exact=cap["exact"],
                        capacity_simulations=cap["simulations"], usd_per_hour_per_replica=s["usd_per_hour_per_replica"],
                        requests_per_usd_at_capacity=cap["capacity_rps"] * 3600.0 / s["usd_per_hour_per_replica"])
             result.rows.append(row)
