@@ -7,6 +7,7 @@ one layer is in placement_ilp.py, the greedy baseline in eplb.py, the metrics in
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -158,7 +159,9 @@ def place_experts(
             for layer in range(n_layers)
         ]
         if workers > 1 and n_layers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # Spawned, not forked: a forked child would inherit the parent's solver threads.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 outcomes = list(pool.map(_solve_task, tasks))
         else:
             outcomes = [_solve_task(task) for task in tasks]

@@ -8,15 +8,21 @@ integers u[e,k,g] = replicas of expert e on GPU g *if* e gets k replicas (0 othe
     sum_g u[e,k,g] = k * z[e,k]                        replicas_<e>_<k>
     sum_{e,k} u[e,k,g] = slots_per_gpu                 slots_<g>
     sum_{e,k} (L_e / k) * u[e,k,g] <= T                load_<g>     (L in units of mean GPU load)
-    T <= T_baseline                                    never_worse  (best greedy start's peak)
+    load_<g> - load_<h> >= 0                           order_<g>_<h> (GPUs g < h of one node)
+    max(1, L_e / max K_e) <= T <= T_baseline           bounds of T (T_baseline: best start's peak)
 
-so GPU g's load sum_e L_e * x[e,g] / r_e is a linear expression in u. Objective:
+so GPU g's load sum_e L_e * x[e,g] / r_e is a linear expression in u, exactly. The order rows
+remove the interchangeable GPUs of a node (only without a current placement, which tells them
+apart). Objective:
 
     T + cross_node_weight * (cross-node tokens / all tokens)
       + migration_weight * (replicas copied onto a new GPU / n_physical)
 
-Cross-node traffic: h[e,n] = 1 only if node n holds a replica of e (h <= sum of u on n); the
-tokens of e from nodes with h = 0 cross nodes. Migration: m[e,g] >= x[e,g] - current[e,g].
+Cross-node traffic: h[e,n] = 1 only if node n holds a replica of e (holds_<e>_<n>: h <= sum of
+u on n); the tokens of e from nodes with h = 0 cross nodes. Migration (moved_<e>_<g>):
+m[e,g] >= x[e,g] - current[e,g]. Dispatch is modelled as EPLB does for load (tokens split
+evenly over replicas) and as local-first for traffic (a token stays on its node when the node
+holds a replica); co-activation of experts by one token is not modelled.
 
 K_e holds the min-max-per-replica count of `replicate_experts` ± `count_window`, plus the counts
 of every start. With count_window=0 the program is the exact assignment for fixed counts. The cap
