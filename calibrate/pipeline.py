@@ -60,7 +60,7 @@ class PipelineStep:
         self.stage_module = Stage(full, first, last, rank == 0, rank == world - 1)
         del full
         stage = PipelineStage(self.stage_module, rank, world, device)
-        self.optimizer = adamw(self.stage_module.parameters())
+        self.optimizer = adamw(self.stage_module.parameters(), device)
         self.rank, self.world, self.device = rank, world, device
         gen = torch.Generator(device="cpu").manual_seed(seed)
         shape = (micro_batch * n_micro, seq_len)

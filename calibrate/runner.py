@@ -105,8 +105,8 @@ def run_suite(out_dir: Path, only: list[str] | None, smoke: bool, device_name: s
     start_notes = len(notes)
     ctx.notes = notes
     ctx.note(f"timing: CUDA events, median of batches; random (randn) inputs as disjoint views "
-             f"of a bf16 pool, rotated over >2x L2 ({ctx.timer.l2_bytes} bytes); graph replay "
-             f"where capturable (column `timing`)"
+             f"of a bf16 pool, rotated over 2x L2 ({ctx.timer.l2_bytes} bytes) or 64 sets; graph "
+             f"replay where capturable (column `timing`)"
              if device.type == "cuda" else "timing: host clock (no CUDA device)")
     for name in names:
         fn, budget = SINGLE_SECTIONS[name]

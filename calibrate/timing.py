@@ -53,6 +53,9 @@ class Timer:
             return self._measure_host(fn, n_sets), "host"
         est = self._estimate(fn, n_sets)
         inner = max(1, min(self.max_inner, int(self.batch_target_s / max(est, 1e-7))))
+        # A captured graph replays calls 0..inner-1 only: cover every rotated set, or the
+        # reuse distance shrinks to inner sets and small operands stay in L2.
+        inner = max(inner, n_sets)
         reps = int(self.point_target_s / max(est * inner, 1e-7))
         reps = max(self.min_reps, min(self.max_reps, reps))
         if est * inner > 0.1:       # slow kernels vary little; three batches suffice

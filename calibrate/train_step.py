@@ -97,7 +97,7 @@ def _cleanup(device) -> None:
 
 def wrap(strategy: str, model, device) -> Wrapped:
     if strategy == "single":
-        return wrap_single(model)
+        return wrap_single(model, device)
     if strategy == "ddp":
         return wrap_ddp(model, device)
     if strategy == "fsdp":
