@@ -108,13 +108,21 @@ class ReplicaSpec(_Strict):
     cpu_overhead_s: float = Field(0.0, ge=0)
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    role: Literal["mixed", "prefill", "decode"] = Field("mixed", description="disaggregated pools: prefill / decode")
+    preemption: Literal["recompute", "swap"] = "recompute"
+    block_size: int = Field(16, gt=0, description="KV-cache block, tokens")
+    watermark: float = Field(0.01, ge=0, lt=1, description="fraction of KV blocks admission keeps free")
+    prefix_caching: bool = False
+    swap_space_bytes: float = Field(4 * 2**30, ge=0, description="host memory per GPU for swapped KV")
+    host_to_device_bandwidth_bytes_per_s: float = Field(0.0, ge=0, description="0: the GPU's default node")
+    moe_imbalance: float = Field(1.0, ge=1, description="busiest EP rank's share of routed tokens over the mean")
 
     _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
 
 
 class Serving(_Strict):
     replicas: list[ReplicaSpec] = Field(min_length=1)
-    router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
+    router: Literal["round_robin", "least_outstanding", "least_kv", "prefix_affinity"] = "least_outstanding"
 
 
 def _powers_of_two(v: list[int], what: str) -> list[int]:

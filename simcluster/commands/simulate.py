@@ -18,9 +18,13 @@ def replica_groups(scenario: Scenario) -> list[ReplicaGroup]:
         groups.append(ReplicaGroup(
             gpu=load_gpu(r.gpu), cost=cost_model_for(r.gpu, scenario.cost_model), count=r.count,
             tp=r.tp, pp=r.pp, ep=r.ep,
-            batching=Batching(r.max_num_seqs, r.max_batched_tokens, r.chunked_prefill, r.order),
+            batching=Batching(r.max_num_seqs, r.max_batched_tokens, r.chunked_prefill, r.order, r.preemption,
+                              r.block_size, r.watermark, r.prefix_caching),
             dtype=r.dtype, kv_dtype=r.kv_dtype, gpu_memory_utilization=r.gpu_memory_utilization,
-            cuda_graphs=r.cuda_graphs, cpu_overhead_s=r.cpu_overhead_s))
+            cuda_graphs=r.cuda_graphs, cpu_overhead_s=r.cpu_overhead_s, role=r.role,
+            swap_space_bytes=r.swap_space_bytes,
+            host_to_device_bandwidth_bytes_per_s=r.host_to_device_bandwidth_bytes_per_s,
+            moe_imbalance=r.moe_imbalance))
     return groups
 
 
@@ -43,8 +47,11 @@ def simulate(args) -> int:
     if args.out:
         from simcluster.report.chrome_trace import iteration_events
         from simcluster.report.output import write_results
-        write_results(args.out, {"summary.json": summary, "requests.csv": result.requests,
+        from simcluster.serving.records import kv_use_series, request_table
+        name, table = request_table(result.requests)
+        write_results(args.out, {"summary.json": summary, name: table,
                                  "iterations.csv": result.iterations,
+                                 "kv_use.csv": kv_use_series(result.iterations, max(result.duration_s / 500, 1e-3)),
                                  "trace.json": iteration_events(result.iterations)})
     if args.json:
         print(json.dumps(summary, indent=2, default=float))

@@ -12,7 +12,7 @@ from array import array
 import numpy as np
 
 COLUMNS = ("start_s", "duration_s", "busy_s", "n_prefill", "prefill_tokens", "n_decode",
-           "kv_used_blocks", "flops", "bytes", "swap_s", "preemptions")
+           "kv_used_blocks", "flops", "bytes", "swap_s", "preemptions", "n_running", "n_waiting")
 
 
 class IterationLog:

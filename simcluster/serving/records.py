@@ -71,7 +71,8 @@ def iteration_frame(replicas) -> pd.DataFrame:
             cols = log.table()
             n = len(cols["start_s"])
             f = pd.DataFrame({"replica": np.full(n, r.name, dtype=object), "engine": np.full(n, engine), **cols})
-            for c in ("n_prefill", "prefill_tokens", "n_decode", "kv_used_blocks", "preemptions"):
+            for c in ("n_prefill", "prefill_tokens", "n_decode", "kv_used_blocks", "preemptions", "n_running",
+                      "n_waiting"):
                 f[c] = f[c].astype(np.int64)
             f["kv_used_tokens"] = f["kv_used_blocks"] * sched.block_size
             f["kv_capacity_tokens"] = sched.kv.total * sched.block_size
@@ -132,3 +133,16 @@ def kv_use_series(iterations: pd.DataFrame, step_s: float) -> pd.DataFrame:
     f["time_s"] = np.floor(f["start_s"] / step_s) * step_s
     f["kv_cache_use"] = f["kv_used_tokens"] / f["kv_capacity_tokens"]
     return f.groupby(["replica", "time_s"], sort=False, as_index=False)["kv_cache_use"].mean()
+
+
+def request_table(requests: pd.DataFrame) -> tuple[str, object]:
+    """(file name, content) for per-request records: Parquet bytes when pyarrow is installed, else
+    the frame itself (written as CSV)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return "requests.csv", requests
+    import io
+    buf = io.BytesIO()
+    requests.to_parquet(buf, index=False)
+    return "requests.parquet", buf.getvalue()

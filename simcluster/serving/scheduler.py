@@ -280,38 +280,54 @@ class Scheduler:
         env, b, timer, log, kv = self.env, self.batching, self.timer, self.log, self.kv
         prefill_first = b.order == "prefill_first"
         single_stage = timer.pp == 1
+        step = timer.step
+        budget = b.max_batched_tokens
+        running, waiting, swapped, prefilling, decoding = (self.running, self.waiting, self.swapped, self.prefilling,
+                                                           self.decoding)
+        phase, bs, lru = self.phase, self.block_size, kv.lru
+        rows, end_s = log.rows, log.decode_end_s
+        at, gaps = self._gap_at, self._gap_s
+        finish_at = self.finish_at
         while True:
-            if not self.running and not self.waiting and not self.swapped:
+            if not running and not waiting and not swapped:
                 self._wake = env.event()
                 yield self._wake
                 continue
-            now = env.now
+            now = env._now
             chunks = ()
             decode = True
-            if prefill_first and (self.waiting or self.prefilling):
-                chunks = self._admit(b.max_batched_tokens, now)
+            if prefill_first and (waiting or prefilling):
+                chunks = self._admit(budget, now)
                 decode = not chunks      # vLLM V0: an iteration with prefills runs no decodes
             if decode:
-                self._make_room_for_decodes()
-                if self.swapped:
+                if decoding:
+                    need = phase[-self.iteration % bs]
+                    if need <= kv.total - kv.used:
+                        kv.used += need              # the common case: free blocks suffice
+                    else:
+                        self._make_room_for_decodes()
+                if swapped:
                     self._swap_in(now)
-                if not prefill_first:
-                    chunks = self._admit(b.max_batched_tokens - len(self.decoding), now)
-            n_dec = len(self.decoding) if decode else 0
+                if not prefill_first and (waiting or prefilling):
+                    chunks = self._admit(budget - len(decoding), now)
+            n_dec = len(decoding) if decode else 0
             if not chunks and not n_dec:
                 # Nothing can run (blocks held by hand-offs, or swapped sequences wait for room).
                 self._wake = env.event()
                 yield self._wake
                 continue
-            new = ctx = 0
-            pairs = 0.0
-            for s, n in chunks:
-                new += n
-                ctx += s.done + n
-                pairs += n * (s.done + (n + 1) / 2.0)
-            times, flops, bytes_ = timer.step(len(chunks), new, ctx, pairs, n_dec,
-                                              self.decode_ctx + n_dec if n_dec else 0)
-            swap_s, self._swap_s = self._swap_s, 0.0
+            if chunks:
+                new = ctx = 0
+                pairs = 0.0
+                for s, n in chunks:
+                    new += n
+                    ctx += s.done + n
+                    pairs += n * (s.done + (n + 1) / 2.0)
+                times, flops, bytes_ = step(len(chunks), new, ctx, pairs, n_dec, self.decode_ctx + n_dec)
+            else:
+                new = 0
+                times, flops, bytes_ = step(0, 0, 0, 0.0, n_dec, self.decode_ctx + n_dec)
+            swap_s = self._swap_s
             if single_stage:
                 busy = times[0] + swap_s
                 end = now + busy
@@ -319,28 +335,28 @@ class Scheduler:
                 times = (times[0] + swap_s,) + times[1:]
                 busy = sum(times) / len(times)
                 end = self.pipeline.run(now, times)
-            log.rows.extend((now, end - now, busy, len(chunks), new, n_dec, kv.used - kv.evictable,
-                             flops, bytes_, swap_s, self._preempted))
-            self._preempted = 0
+            rows.extend((now, end - now, busy, len(chunks), new, n_dec, kv.used - len(lru) * kv.unit_blocks,
+                         flops, bytes_, swap_s, self._preempted, len(running), len(waiting) + len(swapped)))
+            if swap_s or self._preempted:
+                self._swap_s = 0.0
+                self._preempted = 0
             yield env.timeout(end - now)
-            now = env.now
+            now = env._now
             if n_dec:
-                self.iteration += 1
-                end_s = log.decode_end_s
+                i = self.iteration = self.iteration + 1
                 end_s.append(now)
-                if self.iteration > 1:
+                if i > 1:
                     gap = now - end_s[-2]
-                    at, gaps = self._gap_at, self._gap_s
                     while gaps and gaps[-1] <= gap:
                         gaps.pop()
                         at.pop()
-                    at.append(self.iteration - 1)
+                    at.append(i - 1)
                     gaps.append(gap)
                 self.decode_ctx += n_dec
-                done = self.finish_at.pop(self.iteration, None)
+                done = finish_at.pop(i, None)
                 if done:
                     for seq, epoch in done:
-                        if seq.epoch == epoch and seq.rid in self.decoding:
+                        if seq.epoch == epoch and seq.rid in decoding:
                             self._settle(seq)
                             self._finish(seq, now)
             for seq, n in chunks:

@@ -8,12 +8,33 @@ linear FLOP/byte coefficients of the op formulas (exact, see `_Linear`), otherwi
 
 from __future__ import annotations
 
+import math
+
 from simcluster.cost.model import CostModel
 from simcluster.cost.roofline import RooflineKernels
 from simcluster.llm.ops import Op, decode_attention_op, linear_ops, prefill_attention_op, stage_layers
 from simcluster.llm.spec import LlmSpec
 
 LOGIT_OPS = frozenset({"final_norm", "lm_head", "sampling"})
+EXACT_TOKENS = 256          # token counts priced exactly; above, interpolated on a geometric grid
+GRID_PER_OCTAVE = 32
+ATTENTION_GRID_PER_OCTAVE = 64   # memo grid of attention aggregates for non-closed-form kernels
+
+
+def _grid_neighbours(tokens: int) -> tuple[int, int]:
+    """The two integer points of the geometric grid above EXACT_TOKENS that bracket `tokens`."""
+    k = math.floor(GRID_PER_OCTAVE * math.log2(tokens / EXACT_TOKENS))
+    lo = int(EXACT_TOKENS * 2 ** (k / GRID_PER_OCTAVE))
+    hi = int(math.ceil(EXACT_TOKENS * 2 ** ((k + 1) / GRID_PER_OCTAVE)))
+    lo, hi = min(lo, tokens), max(hi, tokens)
+    return (lo, hi) if hi > lo else (tokens - 1, tokens)
+
+
+def _snap(x: float) -> float:
+    """x rounded to the geometric grid of ATTENTION_GRID_PER_OCTAVE points per doubling (0 stays 0)."""
+    if x <= 0:
+        return 0.0
+    return 2.0 ** (round(ATTENTION_GRID_PER_OCTAVE * math.log2(x)) / ATTENTION_GRID_PER_OCTAVE)
 
 
 class _Linear:
@@ -51,6 +72,10 @@ class StepTimer:
         self.moe_imbalance = moe_imbalance
         self.layers = tuple(len(stage_layers(llm, pp, s)) for s in range(pp))
         self._body: dict[int, tuple[tuple[float, ...], float, float]] = {}
+        self._exact: dict[int, tuple[tuple[float, ...], float, float]] = {}
+        self._attn: dict[tuple, tuple[float, float, float]] = {}
+        self._linear: dict[int, tuple[tuple[float, ...], float, float]] = {}
+        self.attention_scale = llm.n_layers * tp     # per-layer per-GPU attention -> whole replica
         self._logits: dict[int, tuple[float, float, float]] = {}
         self._fast = type(cost.kernels) is RooflineKernels
         if self._fast:
@@ -67,8 +92,28 @@ class StepTimer:
         return est.time_s, sum(o.flops * o.repeat for o in est.ops), sum(o.bytes * o.repeat for o in est.ops)
 
     def body(self, tokens: int) -> tuple[tuple[float, ...], float, float]:
-        """(per-stage seconds, FLOPs, bytes per GPU summed over stages) of the token-wise ops."""
+        """(per-stage seconds, FLOPs, bytes per GPU summed over stages) of the token-wise ops.
+
+        Exact up to EXACT_TOKENS tokens; above, linear interpolation between grid points
+        GRID_PER_OCTAVE per doubling (2.2 % apart), so a run prices at most a few hundred token
+        counts however many it meets. GEMM and elementwise times are linear in tokens between
+        roofline ridge points, so the interpolation error is far below the model's own.
+        """
         hit = self._body.get(tokens)
+        if hit is None:
+            if tokens <= EXACT_TOKENS:
+                hit = self._body_exact(tokens)
+            else:
+                lo, hi = _grid_neighbours(tokens)
+                a, b = self._body_exact(lo), self._body_exact(hi)
+                w = (tokens - lo) / (hi - lo)
+                hit = (tuple(x + w * (y - x) for x, y in zip(a[0], b[0])), a[1] + w * (b[1] - a[1]),
+                       a[2] + w * (b[2] - a[2]))
+            self._body[tokens] = hit
+        return hit
+
+    def _body_exact(self, tokens: int) -> tuple[tuple[float, ...], float, float]:
+        hit = self._exact.get(tokens)
         if hit is None:
             times, flops, bytes_ = [], 0.0, 0.0
             for s in range(self.pp):
@@ -76,7 +121,7 @@ class StepTimer:
                 times.append(t)
                 flops += f
                 bytes_ += b
-            hit = self._body[tokens] = (tuple(times), flops, bytes_)
+            hit = self._exact[tokens] = (tuple(times), flops, bytes_)
         return hit
 
     def logits(self, sequences: int) -> tuple[float, float, float]:
@@ -108,21 +153,43 @@ class StepTimer:
         """(seconds per layer, FLOPs per layer, bytes per layer) of the attention cores."""
         t = f = b = 0.0
         if self._fast:
+            if not n_prefill:
+                rf = self._decode_rf       # the common decode-only iteration, inlined
+                f = rf.f[0] * n_decode + rf.f[1] * decode_ctx
+                b = rf.b[0] * n_decode + rf.b[1] * decode_ctx
+                return max(f / rf.flops_per_s, b / rf.bytes_per_s, rf.min_kernel_s, rf.gap_s), f, b
             if n_prefill:
                 t, f, b = self._prefill_rf.per_layer(prefill_new, prefill_ctx, prefill_pairs)
             if n_decode:
                 t2, f2, b2 = self._decode_rf.per_layer(n_decode, decode_ctx, 0.0)
                 t, f, b = t + t2, f + f2, b + b2
             return t, f, b
-        llm, tp = self.llm, self.tp
+        # Other kernels (calibrated tables) are priced at the aggregates snapped to a geometric
+        # grid (1.1 % apart) and memoised: within ~0.5 % of the exact price, and a run prices
+        # each grid cell once instead of every iteration.
         if n_prefill:
-            op = prefill_attention_op(llm, n_prefill, prefill_new, prefill_ctx, prefill_pairs, tp, 1,
-                                      self.dtype, self.kv_dtype)
-            t, f, b = self.cost.op(op, self.cuda_graphs).time_s, op.flops, op.bytes
+            key = (n_prefill, _snap(prefill_new), _snap(prefill_ctx), _snap(prefill_pairs))
+            hit = self._attn.get(key)
+            if hit is None:
+                hit = self._attn[key] = self._priced_attention("prefill", *key)
+            t, f, b = hit
         if n_decode:
-            op = decode_attention_op(llm, n_decode, decode_ctx, tp, 1, self.dtype, self.kv_dtype)
-            t, f, b = t + self.cost.op(op, self.cuda_graphs).time_s, f + op.flops, b + op.bytes
+            key = (n_decode, _snap(decode_ctx))
+            hit = self._attn.get(key)
+            if hit is None:
+                hit = self._attn[key] = self._priced_attention("decode", *key)
+            t, f, b = t + hit[0], f + hit[1], b + hit[2]
         return t, f, b
+
+    def _priced_attention(self, kind: str, n: int, *aggregates: float) -> tuple[float, float, float]:
+        llm, tp = self.llm, self.tp
+        if kind == "prefill":
+            new, ctx, pairs = aggregates
+            op = prefill_attention_op(llm, n, max(1, round(new)), max(1, round(ctx)), pairs, tp, 1, self.dtype,
+                                      self.kv_dtype)
+        else:
+            op = decode_attention_op(llm, n, max(n, round(aggregates[0])), tp, 1, self.dtype, self.kv_dtype)
+        return self.cost.op(op, self.cuda_graphs).time_s, op.flops, op.bytes
 
     # -- public -----------------------------------------------------------------------------------
     def step(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
@@ -136,18 +203,27 @@ class StepTimer:
         tokens = prefill_new + n_decode
         if tokens == 0:
             return (0.0,) * self.pp, 0.0, 0.0
-        stages, flops, bytes_ = self.body(tokens)
-        lt, lf, lb = self.logits(n_prefill + n_decode)
+        key = (tokens << 20) | (n_prefill + n_decode)
+        linear = self._linear.get(key)
+        if linear is None:
+            linear = self._linear[key] = self._linear_part(tokens, n_prefill + n_decode)
+        stages, flops, bytes_ = linear
         at, af, ab = self._attention(n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx)
         if self.pp == 1:
-            times = (stages[0] + lt + at * self.layers[0] + self.cpu_overhead_s,)
+            times = (stages[0] + at * self.layers[0],)
         else:
-            times = [s + at * n for s, n in zip(stages, self.layers)]
-            times[0] += self.cpu_overhead_s
-            times[-1] += lt
-            times = tuple(times)
-        n_layers = self.llm.n_layers
-        return times, (flops + lf + af * n_layers) * self.tp, (bytes_ + lb + ab * n_layers) * self.tp
+            times = tuple(s + at * n for s, n in zip(stages, self.layers))
+        return times, flops + af * self.attention_scale, bytes_ + ab * self.attention_scale
+
+    def _linear_part(self, tokens: int, sequences: int) -> tuple[tuple[float, ...], float, float]:
+        """Per-stage seconds (CPU overhead on the first, logits on the last), FLOPs and bytes of
+        all GPUs, for everything but the attention cores."""
+        stages, flops, bytes_ = self.body(tokens)
+        lt, lf, lb = self.logits(sequences)
+        times = list(stages)
+        times[0] += self.cpu_overhead_s
+        times[-1] += lt
+        return tuple(times), (flops + lf) * self.tp, (bytes_ + lb) * self.tp
 
     def time_s(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
                n_decode: int = 0, decode_ctx: int = 0) -> float:
