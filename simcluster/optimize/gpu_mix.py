@@ -272,7 +272,19 @@ def _read_table(table, source: str) -> list[_Option]:
         if bucket in entry["capacity"]:
             raise GpuMixInputError(f"{source}: row {i}: option {name!r} repeats bucket {bucket!r}")
         entry["capacity"][bucket] = capacity
-    return [_Option(name, *e["fixed"], e["capacity"]) for name, e in options.items()]
+    result = [_Option(name, *e["fixed"], e["capacity"]) for name, e in options.items()]
+    # Program names keep only letters and digits; two ids that differ only elsewhere would clash.
+    for kind, names in (("option", [o.name for o in result]),
+                        ("bucket", sorted({b for o in result for b in o.capacity_rps})),
+                        ("gpu", sorted({o.gpu for o in result}))):
+        seen = {}
+        for name in names:
+            other = seen.setdefault(_safe(name), name)
+            if other != name:
+                raise GpuMixInputError(
+                    f"{source}: {kind} ids {other!r} and {name!r} differ only in punctuation"
+                )
+    return result
 
 
 def _check_demand(demand_rps: dict, source: str) -> dict[str, float]:

@@ -97,3 +97,10 @@ def test_dataframe_input_and_bad_rows():
         solve_gpu_mix([{k: v for k, v in TABLE[0].items() if k != "capacity_rps"}], {"short": 1.0})
     with pytest.raises(GpuMixInputError, match="bucket 'short'"):
         solve_gpu_mix(TABLE, {"short": -1.0})
+
+
+def test_ids_that_clash_in_program_names_are_refused():
+    table = [_row("a-1", "A100", 1.0, "aggregated", "short", 1.0),
+             _row("a_1", "A100", 1.0, "aggregated", "short", 1.0)]
+    with pytest.raises(GpuMixInputError, match="'a-1' and 'a_1'"):
+        solve_gpu_mix(table, {"short": 1.0})
