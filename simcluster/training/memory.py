@@ -158,7 +158,7 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     tokens = plan.micro_batch * plan.seq_len / plan.cp
     loss = 0.0
     if stage == plan.pp - 1:
-        loss = tokens * llm.vocab_size / plan.tp * LOSS_BYTES_PER_LOGIT
+        loss = tokens * llm.vocab_size / (plan.tp if plan.vocab_parallel else 1) * LOSS_BYTES_PER_LOGIT
     buffers = reserve_bytes
     if plan.zero == 3:
         # FSDP: the gathered weights of the current and the prefetched layer (compute dtype) and

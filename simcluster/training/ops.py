@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from simcluster.cost.model import CostModel
 from simcluster.llm import params
-from simcluster.llm.ops import Op, linear_ops, prefill_attention_op, stage_layers
+from simcluster.llm.ops import Op, gemm, linear_ops, prefill_attention_op, stage_layers
 from simcluster.llm.spec import LlmSpec
 from simcluster.training.placement import Groups, collective_s
 from simcluster.training.plan import TrainingPlan
@@ -64,6 +64,10 @@ def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: in
     if plan.capacity_factor is not None:
         imbalance = min(imbalance, max(1.0, plan.capacity_factor))
     ops = linear_ops(llm, tokens, tokens, plan.tp, n_chunks, plan.ep, "bf16", index, imbalance)
+    if not plan.vocab_parallel and plan.tp > 1 and index == n_chunks - 1:
+        # A replicated LM head: every TP rank computes all logits.
+        ops = [gemm("lm_head", tokens, llm.vocab_size, llm.hidden_size, "bf16") if o.name == "lm_head" else o
+               for o in ops]
     ops = [streaming_op("loss.cross_entropy", o.shape["tokens"] * o.shape["hidden"] * LOSS_BYTES_PER_LOGIT,
                         o.flops) if o.kind == "sampling" else o for o in ops if o.name != "pp.send"]
     if plan.param_dtype == "fp32" and plan.zero < 3:
@@ -108,15 +112,15 @@ def chunk_params(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: int) ->
             expert += routed / (plan.ep if plan.ep > 1 else plan.tp)
         else:
             dense += layer / plan.tp
-    emb = llm.vocab_size * llm.hidden_size
+    emb = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1)
     if index == 0:
-        dense += emb / plan.tp
+        dense += emb
         if llm.position_embedding == "learned":
             dense += llm.max_position * llm.hidden_size
     if index == n_chunks - 1:
         dense += params.final_norm_params(llm)
         if not (llm.tie_embeddings and n_chunks == 1):
-            dense += emb / plan.tp
+            dense += emb
     return dense, expert
 
 
@@ -137,7 +141,7 @@ def _comm_ops_s(ops: list[Op], groups: Groups, cm: CostModel) -> float:
         if o.kind != "collective":
             continue
         grp = groups.tp if o.name.startswith("tp.") else groups.ep
-        total += collective_s(o.collective, o.message_bytes, grp, cm.links) * o.repeat
+        total += collective_s(o.collective, o.message_bytes, grp, cm) * o.repeat
     return total
 
 
@@ -183,7 +187,7 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         # blockwise attention compute; backward moves K/V and their gradients (twice the bytes).
         kv_heads = max(1, llm.n_kv_heads // plan.tp)
         kv_bytes = 2 * plan.micro_batch * plan.seq_len / plan.cp * kv_heads * llm.head_dim * 2
-        step_s = collective_s("send_recv", kv_bytes, groups.cp, cm.links)
+        step_s = collective_s("send_recv", kv_bytes, groups.cp, cm)
         per_layer_f = (plan.cp - 1) * step_s
         attn_layer = attn_fwd / max(layers, 1)
         comm_f += layers * max(0.0, per_layer_f - attn_layer)
@@ -193,8 +197,8 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         # FSDP: gather each layer's weights (compute dtype) before forward and again before backward,
         # prefetching the next layer; reduce-scatter its gradients (grad dtype) after backward.
         per_layer = (dense + expert) / layers
-        gather_s = collective_s("all_gather", per_layer * dtype_bytes("bf16"), groups.dp, cm.links)
-        scatter_s = collective_s("reduce_scatter", per_layer * dtype_bytes(plan.grad_dtype), groups.dp, cm.links)
+        gather_s = collective_s("all_gather", per_layer * dtype_bytes("bf16"), groups.dp, cm)
+        scatter_s = collective_s("reduce_scatter", per_layer * dtype_bytes(plan.grad_dtype), groups.dp, cm)
         comm_f += prefetch_pipeline_s(fwd / layers, gather_s, layers) - fwd
         b_total = b_in + b_w
         comm_b += prefetch_pipeline_s(b_total / layers, gather_s + scatter_s, layers) - b_total + scatter_s

@@ -72,14 +72,24 @@ def plan_groups(plan: TrainingPlan, gpus_per_node: int) -> Groups:
     )
 
 
-def collective_s(collective: str, size_bytes: float, grp: Group, links: LinkParams) -> float:
-    """Alpha-beta time of one collective over `grp` (nccl-tests size conventions, cost/collectives.py)."""
+def collective_s(collective: str, size_bytes: float, grp: Group, cm) -> float:
+    """Time of one collective over `grp` (nccl-tests size conventions, cost/collectives.py).
+
+    cm: a CostModel. Its measured collective curves (cm.collectives) time groups inside one node
+    and groups with one GPU per node (the NIC ring); hierarchical groups use the alpha-beta
+    two-level formula on cm.links.
+    """
     n = grp.size
     if n <= 1 or size_bytes <= 0:
         return 0.0
-    if grp.per_node >= n:
-        return best_time_s(collective, size_bytes, n, links.intra_bandwidth_bytes_per_s, links.intra_latency_s)
-    if grp.per_node == 1:
+    links: LinkParams = cm.links
+    measured = getattr(cm, "collectives", None)
+    if grp.per_node >= n or grp.per_node == 1:
+        scope = "intra" if grp.per_node >= n else "inter"
+        if measured is not None:
+            return measured.time_s(collective, size_bytes, n, scope)[0]
+        if scope == "intra":
+            return best_time_s(collective, size_bytes, n, links.intra_bandwidth_bytes_per_s, links.intra_latency_s)
         return best_time_s(collective, size_bytes, n, links.inter_bandwidth_bytes_per_s, links.inter_latency_s)
     return hierarchical_time_s(collective, size_bytes, n, replace(links, gpus_per_node=grp.per_node))
 

@@ -63,6 +63,7 @@ class TrainingPlan:
     flash_attention: bool = True        # fused attention stores no s×s scores (Dao et al. 2022)
     nodes: int | None = None            # None = n_gpus / GPUs per node
     bucket_bytes: float = 25e6          # DDP gradient bucket (torch DDP default 25 MB)
+    vocab_parallel: bool = True         # embedding and LM head split over tp (Megatron); False: replicated
 
     @property
     def grad_accum(self) -> int:

@@ -129,7 +129,7 @@ class _Replay:
                 continue
             n = max(1, math.ceil(total / plan.bucket_bytes))
             size = total / n
-            work = collective_s(coll, size, grp, self.cm.links)
+            work = collective_s(coll, size, grp, self.cm)
             label = f"{coll} {grp.name} c{chunk.index}"
             if self.link_model == "fifo":
                 # The device's NCCL stream serves buckets in order; no SimPy event per bucket.
@@ -254,8 +254,8 @@ def _optimizer_s(plan: TrainingPlan, cm: CostModel, groups: Groups, chunks: list
     gather_s = 0.0
     if plan.zero in (1, 2):
         pb = dtype_bytes(plan.param_dtype)
-        gather_s = (collective_s("all_gather", dense * pb, groups.dp, cm.links)
-                    + collective_s("all_gather", expert * pb, groups.expert_dp, cm.links))
+        gather_s = (collective_s("all_gather", dense * pb, groups.dp, cm)
+                    + collective_s("all_gather", expert * pb, groups.expert_dp, cm))
     return step_s, gather_s
 
 
