@@ -120,7 +120,55 @@ def _serving(scenario, args, sweep):
 
 
 def _training(scenario, args, sweep):
-    raise ScenarioError(f"{args.scenario}: kind: 'training' plans are not available yet")
+    from simcluster.optimize.training_search import TrainingSpace, search_training_plans
+    llm = scenario_llm(scenario)
+    s = scenario.search
+    space = TrainingSpace(s.gpu, s.n_gpus, s.seq_len, s.global_batch, tuple(s.tp), tuple(s.pp) if s.pp else None,
+                          tuple(s.cp), tuple(s.ep), tuple(s.micro_batch), tuple(s.virtual_stages),
+                          tuple(s.recompute), tuple(s.zero), s.schedule, s.sequence_parallel)
+    result = search_training_plans(llm, space, scenario.cost_model, s.simulate_top, sweep)
+    payload = {"scenario": scenario.name, "kind": "training", "llm": llm.name, "gpu": s.gpu, "n_gpus": s.n_gpus,
+               "global_batch": s.global_batch, "seq_len": s.seq_len, "best": result.best, "plans": result.rows,
+               "pruned": result.pruned, "candidates": result.candidates, "simulated": result.simulated,
+               "cached": result.cached, "wall_s": result.wall_s, "notes": result.notes}
+    files = {}
+    if args.out:
+        import pandas as pd
+
+        from simcluster.report.plots import stacked_bar_plot
+        top = [r for r in result.rows if "sim_step_s" in r]
+        files = {"plans.csv": pd.DataFrame(result.rows),
+                 "pruned.csv": pd.DataFrame(result.pruned, columns=["plan", "stage", "reason"])}
+        if top:
+            files["plans.png"] = stacked_bar_plot(
+                [r["plan"] for r in top],
+                {"compute": [r["sim_compute_s"] for r in top], "exposed comm": [r["sim_exposed_comm_s"] for r in top],
+                 "bubble": [r["sim_bubble_s"] for r in top], "optimizer": [r["sim_optimizer_s"] for r in top]},
+                "simulated step time (s)")
+
+    def show():
+        from collections import Counter
+
+        from simcluster.report.tables import console_
+        console = console_()
+        console.print(f"[bold]{scenario.name}[/bold]: {llm.name} on {s.n_gpus} × {s.gpu}, global batch {s.global_batch} "
+                      f"× {s.seq_len} tokens")
+        cols = [("rank", "rank", ""), ("plan", "plan", ""), ("memory GiB", "peak_memory_gib", ".1f"),
+                ("est. step s", "est_step_s", ".3f"), ("est. MFU", "est_mfu", ".1%"),
+                ("sim. step s", "sim_step_s", ".3f"), ("sim. MFU", "sim_mfu", ".1%"),
+                ("est. error", "estimate_error", "+.1%")]
+        console.print(_table(result.rows, cols, "Training plans: the best simulated in full, the rest by estimate", s.top))
+        counts = Counter(p["stage"] for p in result.pruned)
+        console.print(f"{result.candidates} candidates: {len(result.rows)} fit in memory, "
+                      + ", ".join(f"{n} dropped for {stage}" for stage, n in sorted(counts.items()))
+                      + f" (reasons in pruned.csv / --json); {result.simulated} simulated, {result.wall_s:.1f} s")
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False)
+        if result.best:
+            b = result.best
+            console.print(f"[bold green]best:[/bold green] {b['plan']}: {b.get('sim_step_s', b['est_step_s']):.3f} s "
+                          f"per step, MFU {b.get('sim_mfu', b['est_mfu']):.1%}")
+    return payload, files, show, result.best is not None
 
 
 def _gpu_mix(scenario, args, sweep):
