@@ -1,0 +1,63 @@
+"""StepTimer: closed-form attention equals the cost model, interpolation, stages, launch and CPU overheads."""
+
+import pytest
+
+from simcluster.cost import cost_model_for
+from simcluster.llm.ops import Batch, forward_ops
+from simcluster.serving.step import EXACT_TOKENS, StepTimer
+
+
+@pytest.mark.parametrize("prefill,decode", [(((512, 0),), ()), ((), (1000,) * 8), (((200, 300), (64, 0)), (700, 90))])
+def test_step_equals_the_op_list_priced_by_the_cost_model(llm, roofline, prefill, decode):
+    """The timer's cached/closed-form parts add up to pricing the full forward op list."""
+    timer = StepTimer(llm, roofline)
+    batch = Batch(prefill=prefill, decode=decode)
+    new = sum(s for s, _ in prefill)
+    ctx = sum(s + c for s, c in prefill)
+    pairs = sum(s * (c + (s + 1) / 2) for s, c in prefill)
+    got = timer.time_s(len(prefill), new, ctx, pairs, len(decode), sum(decode) + len(decode))
+    want = roofline.iteration(forward_ops(llm, batch), True).time_s
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_flops_and_bytes_match_the_op_list(llm, roofline):
+    timer = StepTimer(llm, roofline, tp=2)
+    times, flops, bytes_ = timer.step(1, 256, 256, 256 * 257 / 2, 4, 4 * 513)
+    ops = forward_ops(llm, Batch(prefill=((256, 0),), decode=(512,) * 4), tp=2)
+    assert flops == pytest.approx(2 * sum(o.flops * o.repeat for o in ops), rel=1e-12)
+    assert bytes_ == pytest.approx(2 * sum(o.bytes * o.repeat for o in ops), rel=1e-12)
+
+
+def test_interpolated_token_counts_stay_within_a_tenth_of_a_percent(llm, roofline):
+    timer = StepTimer(llm, roofline)
+    for tokens in (EXACT_TOKENS + 1, 777, 3001, 8000):
+        exact = timer._body_exact(tokens)[0][0]
+        assert timer.body(tokens)[0][0] == pytest.approx(exact, rel=1e-3)
+
+
+def test_calibrated_kernels_use_the_snapped_memo_close_to_exact(llm):
+    cost = cost_model_for("h100-sxm", "calibrated")
+    timer = StepTimer(llm, cost)
+    got = timer.time_s(n_decode=32, decode_ctx=32 * 1500)
+    timer2 = StepTimer(llm, cost)
+    exact_attn = timer2._priced_attention("decode", 32, 32 * 1500)[0] * llm.n_layers
+    linear = timer2._linear_part(32, 32)[0][0]
+    assert got == pytest.approx(linear + exact_attn, rel=0.01)
+
+
+def test_pipeline_stages_sum_to_the_latency_and_split_the_work(llm, roofline):
+    timer = StepTimer(llm, roofline, pp=4)
+    times, _, _ = timer.step(0, 0, 0, 0.0, 64, 64 * 1000)
+    assert len(times) == 4
+    assert sum(times) == pytest.approx(timer.time_s(n_decode=64, decode_ctx=64000))
+    single = StepTimer(llm, roofline).time_s(n_decode=64, decode_ctx=64000)
+    # Each stage holds a quarter of the layers: the slowest is well under the whole model.
+    assert max(times) < 0.4 * single
+
+
+def test_eager_launch_and_cpu_overhead_cost_more_than_cuda_graphs(llm, roofline):
+    graphs = StepTimer(llm, roofline, cuda_graphs=True).time_s(n_decode=1, decode_ctx=100)
+    eager = StepTimer(llm, roofline, cuda_graphs=False).time_s(n_decode=1, decode_ctx=100)
+    cpu = StepTimer(llm, roofline, cpu_overhead_s=0.003).time_s(n_decode=1, decode_ctx=100)
+    assert eager > graphs
+    assert cpu == pytest.approx(graphs + 0.003)
