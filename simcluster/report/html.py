@@ -56,7 +56,9 @@ def _slug(title: str) -> str:
 
 
 def _is_number(text: str) -> bool:
-    t = text.replace(",", "").replace("%", "").replace("–", "").strip()
+    t = text.replace(",", "").replace("%", "").strip()
+    if t == "–":
+        return True
     try:
         float(t)
     except ValueError:
@@ -128,6 +130,13 @@ def build_report(payload: dict, scenario=None, **options) -> Report:
             cost_method = scenario.cost_model
             router = scenario.serving.router if scenario.serving else router
         return serving_sections(payload, llm, trace, cost_method, router, **options)
+    if kind == "training":
+        from simcluster.report.training_sections import training_sections
+        llm, cost_method = None, "calibrated"
+        if scenario is not None:
+            from simcluster.commands.inputs import scenario_llm
+            llm, cost_method = scenario_llm(scenario), scenario.cost_model
+        return training_sections(payload, llm, cost_method, **options)
     from simcluster.report.other_sections import other_sections
     return other_sections(kind, payload, scenario, **options)
 

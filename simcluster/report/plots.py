@@ -187,7 +187,7 @@ def stacked_bar_plot(labels: list[str], parts: dict[str, list[float]], ylabel: s
         bottom += v
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.legend(frameon=False, fontsize=8, ncol=min(4, len(parts)))
+    ax.legend(frameon=False, fontsize=8, ncol=min(4, len(parts)), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return png(fig)
 
 
