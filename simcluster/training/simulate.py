@@ -68,6 +68,12 @@ class _Replay:
         self.waiting: dict[tuple, _Device] = {}
         self.last_mb = m - 1
         self.grad_ready: list[list] = [[] for _ in range(p)]   # (ready_s, work_s, link name, label)
+        self.pp = p
+        self.fluid = link_model == "fluid"
+        # The link each device uses to send to a neighbour, by the sending chunk (precomputed: hot path).
+        self.send_link = [[self.links[s]["nic" if groups.pp_crosses_node(j % p) else "nvlink"]
+                           for j in range(self.n_chunks)] for s in range(p)]
+        self.durations = {k: [self._durations(k, c) for c in range(self.n_chunks)] for k in "FBW"}
         self.send_work = [p2p_s(c.send_bytes, groups.pp_crosses_node(c.index % p) if p > 1 else False, cm.links)
                           for c in chunks]
 
@@ -90,25 +96,24 @@ class _Replay:
         (one timer event per send keeps a 1T-parameter iteration under two seconds).
         """
         key = (kind, mb, to_chunk)
-        to_dev = to_chunk % self.plan.pp
-        now = self.env.now
-        if to_dev == dev or work_s <= 0:
-            self._deliver(key, self.env.timeout(0.0))
+        env = self.env
+        now = env.now
+        if work_s <= 0 or to_chunk % self.pp == dev:
+            self._deliver(key, env.timeout(0.0))
             return
-        src = to_chunk - 1 if kind == "a" else to_chunk
-        link = self.links[dev]["nic" if self.groups.pp_crosses_node(src % self.plan.pp) else "nvlink"]
-        name = f"{'act' if kind == 'a' else 'grad'} mb{mb}->c{to_chunk}"
-        if link.active and self.link_model == "fluid":
-            start = now
+        link = self.send_link[dev][to_chunk - 1 if kind == "a" else to_chunk]
+        if self.fluid and link.active:
+            name = f"{'act' if kind == 'a' else 'grad'} mb{mb}->c{to_chunk}"
             done = link.transfer(work_s, name)
             if self.record:
-                done.callbacks.append(lambda _: self._trace(dev, 1, name, start, self.env.now - start))
+                done.callbacks.append(lambda _: self._trace(dev, 1, name, now, env.now - now))
             self._deliver(key, done)
             return
-        start = max(now, link.fifo_free_s)
+        start = now if now > link.fifo_free_s else link.fifo_free_s
         link.fifo_free_s = start + work_s
-        self._trace(dev, 1, name, start, work_s)
-        self._deliver(key, self.env.timeout(start + work_s - now))
+        if self.record:
+            self._trace(dev, 1, f"{'act' if kind == 'a' else 'grad'} mb{mb}->c{to_chunk}", start, work_s)
+        self._deliver(key, env.timeout(start + work_s - now))
 
     def _deliver(self, key, event: simpy.Event):
         self.arrivals[key] = event
@@ -182,7 +187,7 @@ class _Replay:
         return chunk.backward_input_s + (0.0 if self.split_w else chunk.backward_weight_s), chunk.backward_comm_s
 
     def _start(self, dev: _Device, kind: str, mb: int, c: int):
-        comp, comm = self._durations(kind, c)
+        comp, comm = self.durations[kind][c]
         start = self.env.now
         if mb == self.last_mb and (kind == "W" or (kind == "B" and not self.split_w)):
             self._buckets(dev, self.chunks[c], start, comp + comm)
@@ -191,7 +196,8 @@ class _Replay:
         self.env.timeout(comp + comm).callbacks.append(lambda _: self._finish(dev, kind, mb, c, start))
 
     def _finish(self, dev: _Device, kind: str, mb: int, c: int, start: float):
-        self._trace(dev.index, 0, f"{kind}{mb} c{c}", start, self.env.now - start, micro_batch=mb, chunk=c)
+        if self.record:
+            self._trace(dev.index, 0, f"{kind}{mb} c{c}", start, self.env.now - start, micro_batch=mb, chunk=c)
         if kind == "F" and c + 1 < self.n_chunks:
             self._send(dev.index, c + 1, "a", mb, self.send_work[c])
         elif kind == "B":
