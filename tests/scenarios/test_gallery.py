@@ -74,8 +74,13 @@ def key_numbers(command: str, kind: str, out: dict) -> dict:
         best = out.get("best") or {}
         return {"plans": len(out["plans"]), "best_plan": best.get("plan"), "best_replicas": best.get("replicas"),
                 "best_usd_per_hour": best.get("usd_per_hour"), "candidates": out["candidates"]}
-    keep = {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool)) and k not in ("wall_s",)
-            and not k.endswith("time_s")}
+    if kind == "training":
+        best = out.get("best") or {}
+        return {"candidates": out["candidates"], "plans": len(out["plans"]), "best_plan": best.get("plan"),
+                **{f"best_{k}": best.get(k) for k in ("sim_step_s", "sim_mfu", "peak_memory_gib", "est_step_s")}}
+    # GPU mix and expert placement: the scalars of the answer, wall-clock times left out.
+    keep = {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool)) and not k.endswith("time_s")
+            and k != "wall_s"}
     keep["best"] = {k: v for k, v in _best(out).items() if not k.endswith("time_s") and k != "wall_s"}
     return keep
 
