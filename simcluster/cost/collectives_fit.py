@@ -1,9 +1,9 @@
 """Collectives fitted to NCCL measurements (collectives.csv), with the closed forms of
 collectives.py for what was not measured.
 
-Per measured (op, world size): latency + bytes / bandwidth fitted on log time, and the measured
-residual interpolated in log size — NCCL switches protocol (LL, LL128, Simple) with the message
-size, so small messages sit on a latency floor that a single alpha-beta line misses. Outside the
+Per measured (op, world size): a latency floor and a bytes / bandwidth line, fitted on log time,
+and the measured residual interpolated in log size — NCCL switches protocol (LL, LL128, Simple)
+with the message size, so small messages sit on a latency floor that one alpha-beta line misses. Outside the
 measured sizes the alpha-beta line extrapolates ('fitted'). For world sizes or node spans not
 measured, the closed forms run on links whose bandwidth is the datasheet figure × the bus
 efficiency measured for that op, and whose per-hop latency is the fitted one ('fitted'); a GPU
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from simcluster.cost.collectives import COLLECTIVES, LinkParams, bus_factor, collective_time_s
-from simcluster.cost.fit import Interp1D, fit_log_lm
+from simcluster.cost.fit import Interp1D, fit_log_lm, two_roof_s
 
 
 
@@ -29,27 +29,41 @@ def ring_steps(op: str, n: int) -> int:
 
 @dataclass(frozen=True)
 class CollectiveCurve:
-    """One measured (op, world size): t = latency + S / bandwidth, times a residual in log2 S."""
+    """One measured (op, world size): a latency floor and a bandwidth line joined by a soft max,
+    t = overhead + (floor^p + (S / bandwidth)^p)^(1/p), times a residual interpolated in log2 S.
+
+    The floor is NCCL's small-message protocol latency; the line its large-message bandwidth.
+    """
 
     op: str
     world_size: int
-    latency_s: float
+    latency_s: float                 # floor + overhead: the time of a tiny message
     bandwidth_bytes_per_s: float     # algorithm bandwidth S / t of the large-message line
     residual: Interp1D
+    overhead_s: float = 0.0
+    sharpness: float = 2.0
 
     @classmethod
     def fit(cls, op: str, world_size: int, size_bytes, time_s) -> "CollectiveCurve":
         s, t = np.asarray(size_bytes, float), np.asarray(time_s, float)
-        theta = fit_log_lm(lambda th: math.exp(th[0]) + s / math.exp(th[1]),
-                           [math.log(max(t.min(), 1e-7)), math.log(max(s.max() / t.max(), 1.0))], t)
-        latency, bandwidth = math.exp(theta[0]), math.exp(theta[1])
-        resid = np.log(t) - np.log(latency + s / bandwidth)
+
+        def model(th):
+            return two_roof_s(math.exp(th[0]), math.exp(th[1]), s / math.exp(th[2]), 1.0 + math.exp(th[3]))
+        theta = fit_log_lm(model, [math.log(1e-6), math.log(max(t.min(), 1e-7)),
+                                   math.log(max(s.max() / t.max(), 1.0)), 0.0], t)
+        overhead, floor, bandwidth, sharp = (math.exp(x) for x in theta)
+        resid = np.log(t) - np.log(model(theta))
         xs = np.log2(s)
         ux = np.unique(xs)
-        return cls(op, world_size, latency, bandwidth, Interp1D(ux, [resid[xs == x].mean() for x in ux]))
+        return cls(op, world_size, overhead + floor, bandwidth,
+                   Interp1D(ux, [resid[xs == x].mean() for x in ux]), overhead, 1.0 + sharp)
+
+    def base_s(self, size_bytes: float) -> float:
+        floor = self.latency_s - self.overhead_s
+        return float(two_roof_s(self.overhead_s, floor, size_bytes / self.bandwidth_bytes_per_s, self.sharpness))
 
     def predict_s(self, size_bytes: float) -> tuple[float, bool]:
-        base = self.latency_s + size_bytes / self.bandwidth_bytes_per_s
+        base = self.base_s(size_bytes)
         r = self.residual(math.log2(max(size_bytes, 1.0)))
         return (base * math.exp(r), True) if r is not None else (base, False)
 
@@ -59,12 +73,13 @@ class CollectiveCurve:
 
     def to_json(self) -> dict:
         return {"op": self.op, "world_size": self.world_size, "latency_s": self.latency_s,
-                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "residual": self.residual.to_json()}
+                "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "residual": self.residual.to_json(),
+                "overhead_s": self.overhead_s, "sharpness": self.sharpness}
 
     @classmethod
     def from_json(cls, d: dict) -> "CollectiveCurve":
         return cls(d["op"], int(d["world_size"]), float(d["latency_s"]), float(d["bandwidth_bytes_per_s"]),
-                   Interp1D.from_json(d["residual"]))
+                   Interp1D.from_json(d["residual"]), float(d.get("overhead_s", 0.0)), float(d.get("sharpness", 2.0)))
 
 
 def fit_collectives(frame) -> dict[tuple[str, int], CollectiveCurve]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from simcluster.cost.fit import Smoother, fit_log_lm, two_roof_s
 
-GRID_STEP = 0.125           # log2 units: corrections tabulated every 9% of batch/length/size
+GRID_STEP = 0.25            # log2 units: corrections tabulated every 19% of batch/length/size
 THETA0 = (math.log(3e-6), math.log(1.5), math.log(1.3), math.log(3.0), math.log(0.3))
 
 
@@ -55,8 +55,11 @@ class CurveFit:
         layouts, boxes = {}, {}
         for key in sorted(set(keys.tolist())):
             sel = keys == key
-            # A measured layout's own points: narrow kernel, weak prior (trust the table).
-            layouts[key] = Smoother(coords[sel], resid[sel], local_bandwidth, prior_weight=0.05, ridge=1.0)
+            # A measured layout's own points: a kernel as narrow as the grid allows (at least 0.4
+            # of its median spacing, so a query between two measured points sees both), weak
+            # prior (trust the table).
+            bw = [max(b, 0.4 * _spacing(c)) for b, c in zip(local_bandwidth, coords[sel].T)]
+            layouts[key] = Smoother(coords[sel], resid[sel], bw, prior_weight=0.01, ridge=1.0)
             boxes[key] = [[float(c.min()), float(c.max())] for c in coords[sel].T]
         smoother = Smoother(np.column_stack([coords, layout_coords]), resid, global_bandwidth)
         return cls(theta, layouts, boxes, smoother)
@@ -138,3 +141,9 @@ def _multilinear(grid, coords) -> float:
                 v = v[j]
             total += w * v
     return total
+
+
+def _spacing(values) -> float:
+    """Median gap between the distinct values of one coordinate (0 when there is one)."""
+    u = np.unique(np.round(np.asarray(values, float), 6))
+    return float(np.median(np.diff(u))) if len(u) > 1 else 0.0

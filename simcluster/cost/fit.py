@@ -129,18 +129,21 @@ class Smoother:
 
 def local_linear(points, residuals, queries, bandwidth, prior_weight: float, ridge: float) -> np.ndarray:
     """Intercepts of Gaussian-weighted ridge regressions of residuals on (points − query)."""
-    penalty = np.diag([prior_weight] + [ridge] * points.shape[1])
-    scaled = points / bandwidth
+    points = np.asarray(points, float)
+    queries = np.atleast_2d(np.asarray(queries, float))
+    dim = points.shape[1]
+    penalty = np.diag([prior_weight] + [ridge] * dim)
     out = np.empty(len(queries))
-    for i, q in enumerate(queries):
-        diff = points - q
-        z = scaled - q / bandwidth
-        w = np.exp(-0.5 * np.einsum("nd,nd->n", z, z))
-        x = np.empty((len(points), points.shape[1] + 1))
-        x[:, 0] = 1.0
-        x[:, 1:] = diff
-        xw = x * w[:, None]
-        out[i] = np.linalg.solve(xw.T @ x + penalty, xw.T @ residuals)[0]
+    for lo in range(0, len(queries), 128):          # chunks bound the (q, n, d) temporaries
+        q = queries[lo:lo + 128]
+        diff = points[None, :, :] - q[:, None, :]                     # (q, n, d)
+        z = diff / bandwidth
+        w = np.exp(-0.5 * np.einsum("qnd,qnd->qn", z, z))            # (q, n)
+        x = np.concatenate([np.ones(diff.shape[:2] + (1,)), diff], axis=2)
+        xw = x * w[:, :, None]
+        a = np.einsum("qni,qnj->qij", xw, x, optimize=True) + penalty
+        b = np.einsum("qni,n->qi", xw, residuals, optimize=True)
+        out[lo:lo + len(q)] = np.linalg.solve(a, b[..., None])[:, 0, 0]
     return out
 
 
