@@ -255,6 +255,7 @@ class PlacementSearch(_Strict):
 
     loads: str | None = Field(None, description="CSV of per-layer expert loads; None: generated")
     generate_skew: float = Field(1.0, ge=0, description="generated loads: Zipf exponent of expert popularity")
+    generate_tokens: int = Field(65536, gt=0, description="generated loads: tokens routed per layer")
     nodes: int = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
     slots: int = Field(gt=0, description="physical expert slots in all")

@@ -45,7 +45,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str, str]], title: str, to
     from rich.table import Table
     t = Table(title=title)
     for header, _, _ in columns:
-        t.add_column(header, justify="left" if header in ("plan", "stage", "reason") else "right")
+        t.add_column(header, justify="left" if header in ("plan", "stage", "reason", "option", "bucket", "policy") else "right")
     for r in rows[:top]:
         t.add_row(*[_cell(r.get(key), spec) for _, key, spec in columns])
     return t
@@ -172,8 +172,95 @@ def _training(scenario, args, sweep):
 
 
 def _gpu_mix(scenario, args, sweep):
-    raise ScenarioError(f"{args.scenario}: kind: 'gpu_mix' plans are not available yet")
+    from simcluster.optimize.mix_plan import plan_gpu_mix
+    from simcluster.optimize.serving_search import ServingSpace
+    llm = scenario_llm(scenario)
+    trace = scenario_trace(scenario)
+    slo = scenario.slo.model_dump()
+    s = scenario.search
+    space = ServingSpace(tuple(s.gpus), tuple(s.tp), max_num_seqs=(s.max_num_seqs,),
+                         max_batched_tokens=(s.max_batched_tokens,), max_replicas=10**6)
+    plan_ = plan_gpu_mix(llm, trace, slo, space, s.bucket_edges_tokens, s.gpus_available or None,
+                         s.budget_usd_per_hour, scenario.cost_model, s.options_per_gpu, s.capacity_requests,
+                         s.time_limit_s, scenario.serving.router if scenario.serving else "least_outstanding", sweep)
+    mix = plan_.mix
+    program = None if mix is None else {
+        "status": mix.status, "objective_usd_per_hour": mix.objective_usd_per_hour, "served_rps": mix.served_rps,
+        "gap": mix.gap, "solve_time_s": mix.solve_time_s, "counts": {k: v for k, v in mix.counts.items() if v},
+        "gpus_per_type": mix.gpus_per_type, "assignment": mix.assignment,
+        "infeasible_constraints": mix.infeasible_constraints}
+    ok = bool(mix is not None and mix.status in ("optimal", "feasible") and plan_.verification.get("meets_slo"))
+    payload = {"scenario": scenario.name, "kind": "gpu_mix", "llm": llm.name, "requests": len(trace),
+               "demand_rps": plan_.demand_rps, "slo": slo, "program": program, "verification": plan_.verification,
+               "capacity_table": plan_.capacity_table, "pruned": plan_.pruned, "simulations": plan_.simulations,
+               "wall_s": plan_.wall_s, "notes": plan_.notes}
+    files = {}
+    if args.out:
+        import pandas as pd
+        files = {"capacities.csv": pd.DataFrame(plan_.capacity_table),
+                 "pruned.csv": pd.DataFrame(plan_.pruned, columns=["plan", "stage", "reason", "bucket"])}
+        if mix is not None:
+            files["assignment.csv"] = pd.DataFrame(mix.assignment)
+
+    def show():
+        from simcluster.report.tables import console_
+        console = console_()
+        console.print(f"[bold]{scenario.name}[/bold]: {llm.name}, demand "
+                      + ", ".join(f"{b} {r:.2f} req/s" for b, r in plan_.demand_rps.items()))
+        console.print(_table(plan_.capacity_table, [("option", "option", ""), ("bucket", "bucket", ""),
+                                                   ("USD/h", "usd_per_hour", ".2f"), ("capacity req/s", "capacity_rps", ".2f")],
+                             "Simulated capacity per instance and bucket"))
+        if program:
+            console.print(f"program: {program['status']}, {program['objective_usd_per_hour']:.2f} USD/h, gap "
+                          f"{program['gap'] if program['gap'] is not None else '-'}, {program['solve_time_s']:.2f} s")
+            console.print(_table(mix.assignment, [("bucket", "bucket", ""), ("option", "option", ""),
+                                                  ("share", "share", ".1%"), ("req/s", "rate_rps", ".2f")],
+                                 "Who serves which bucket"))
+            for option, n in program["counts"].items():
+                console.print(f"  {n} × {option}")
+            for reason in program["infeasible_constraints"]:
+                console.print(f"  infeasible: {reason}", markup=False)
+        v = plan_.verification
+        if v:
+            console.print(f"verification on the whole workload: {'meets' if v['meets_slo'] else 'MISSES'} the SLO "
+                          f"({v['slo_attainment']:.1%} of requests within it), {v['gpus']} GPUs, {v['usd_per_hour']:.2f} USD/h")
+        for note in plan_.notes:
+            console.print(f"note: {note}", markup=False)
+    return payload, files, show, ok
 
 
 def _placement(scenario, args, sweep):
-    raise ScenarioError(f"{args.scenario}: kind: 'expert_placement' plans are not available yet")
+    from pathlib import Path
+
+    from simcluster.optimize.expert_loads import generate_loads, read_loads_csv
+    from simcluster.optimize.placement import place_experts
+    llm = scenario_llm(scenario)
+    s = scenario.search
+    if s.loads:
+        path = Path(s.loads) if Path(s.loads).is_absolute() else Path(scenario.base_dir) / s.loads
+        loads = read_loads_csv(path)
+    else:
+        if llm.moe is None:
+            raise ScenarioError(f"{args.scenario}: llm: {llm.name} is dense; expert placement needs a mixture-of-experts LLM")
+        layers = sum(1 for i in range(llm.n_layers) if llm.is_moe_layer(i))
+        loads = generate_loads(layers, llm.moe.n_experts, s.generate_tokens, s.generate_skew, scenario.seed)
+    result = place_experts(loads, s.nodes, s.gpus_per_node, s.slots, s.groups, s.policy, s.time_limit_s,
+                           workers=sweep.parallelism)
+    payload = {"scenario": scenario.name, "kind": "expert_placement", "llm": llm.name, **result.to_json_dict()}
+    files = {}
+    if args.out:
+        import pandas as pd
+        files = {"layers.csv": pd.DataFrame(result.layers)}
+
+    def show():
+        from simcluster.report.tables import console_
+        console = console_()
+        console.print(f"[bold]{scenario.name}[/bold]: {loads.shape[0]} MoE layers × {loads.shape[1]} experts on "
+                      f"{s.nodes} × {s.gpus_per_node} GPUs, {s.slots} slots, policy {s.policy}")
+        cols = [("layer", "layer", ""), ("policy", "policy_used", ""), ("balancedness", "balancedness", ".3f"),
+                ("cross-node", "cross_node_fraction", ".1%"), ("status", "status", ""), ("gap", "gap", ".2%"),
+                ("solve s", "solve_time_s", ".2f")]
+        console.print(_table(result.layers, cols, "Expert placement per layer"))
+        console.print(", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.summary.items()),
+                      markup=False)
+    return payload, files, show, True
