@@ -47,6 +47,7 @@ class ChunkCost:
     dense_params: float          # parameters held by one GPU (non-expert), unsharded by ZeRO
     expert_params: float
     flops: float                 # hardware FLOPs of F + B + W on one GPU, recomputation included
+    device_fraction: float = 1.0  # share of a pass the GPU is busy (below 1 when the host bounds it)
 
     @property
     def forward_total_s(self) -> float:

@@ -18,10 +18,17 @@ class FrameworkOverheads:
     """host_s_per_layer: host seconds to issue one transformer layer's forward and backward kernels
     for one micro-batch (Python, dispatcher, autograd, launches); a pass takes at least its share of
     that, however fast the GPU. memory_reserve_bytes: allocated bytes outside weights, gradients,
-    optimizer states and activations (workspaces, caches), counted in every peak."""
+    optimizer states and activations (workspaces, caches), counted in every peak.
+    overlap_slowdown: see below."""
 
     host_s_per_layer: float = 0.0
     memory_reserve_bytes: float = 0.0
+    overlap_slowdown: float = 0.0
+    host_s_per_step: float = 0.0         # host work once per step (loss, optimizer dispatch, hooks), serial
+
+    # overlap_slowdown: compute running beside a data-parallel collective on the same GPU is slowed
+    # by this fraction of the overlapped time (NCCL kernels occupy SMs and HBM bandwidth; in the
+    # recorded DDP trace, elementwise kernels ran 1.3-1.8x longer while an all-reduce ran).
 
     def forward_host_s(self, layers: int) -> float:
         return layers * self.host_s_per_layer * FORWARD_HOST_SHARE

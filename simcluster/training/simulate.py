@@ -69,6 +69,8 @@ class _Replay:
         self.last_mb = m - 1
         self.grad_ready: list[list] = [[] for _ in range(p)]   # (ready_s, work_s, link name, label)
         self.pp = p
+        self.dp_busy: list[list] = [[] for _ in range(p)]
+        self.busy: list[list] | None = None      # compute intervals, kept only when asked (interference)
         self.fluid = link_model == "fluid"
         # The link each device uses to send to a neighbour, by the sending chunk (precomputed: hot path).
         self.send_link = [[self.links[s]["nic" if groups.pp_crosses_node(j % p) else "nvlink"]
@@ -141,6 +143,7 @@ class _Replay:
                 for k in range(n):
                     start = max(start_s + dur_s * (k + 1) / n, dev.grads_done_s)
                     dev.grads_done_s = start + work
+                    self.dp_busy[dev.index].append((start, start + work))
                     self._trace(dev.index, 2, label, start, work)
                 continue
             for k in range(n):
@@ -170,6 +173,7 @@ class _Replay:
                 i = j
                 start = self.env.now
                 yield self.links[s][link].transfer(work, label)
+                self.dp_busy[s].append((start, self.env.now))
                 self._trace(s, 2, label if n == 1 else f"{label} ×{n}", start, self.env.now - start)
                 continue
             if dev.finished:
@@ -196,6 +200,8 @@ class _Replay:
         self.env.timeout(comp + comm).callbacks.append(lambda _: self._finish(dev, kind, mb, c, start))
 
     def _finish(self, dev: _Device, kind: str, mb: int, c: int, start: float):
+        if self.busy is not None:
+            self.busy[dev.index].append((start, self.env.now, self.chunks[c].device_fraction))
         if self.record:
             self._trace(dev.index, 0, f"{kind}{mb} c{c}", start, self.env.now - start, micro_batch=mb, chunk=c)
         if kind == "F" and c + 1 < self.n_chunks:
@@ -265,22 +271,46 @@ def _optimizer_s(plan: TrainingPlan, cm: CostModel, groups: Groups, chunks: list
     return step_s, gather_s
 
 
+def overlap_s(a: list[tuple[float, float, float]], b: list[tuple[float, float]]) -> float:
+    """Time sorted disjoint intervals a (start, end, weight) overlap sorted disjoint intervals b,
+    each overlap weighted by its a-interval's weight (two-pointer sweep)."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            total += (hi - lo) * a[i][2]
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
 def replay_iteration(plan: TrainingPlan, chunks: list[ChunkCost], cm: CostModel, groups: Groups,
                      record_trace: bool = False, link_model: str = "fluid", optimizer_impl: str = "fused",
-                     step_overhead_s: float = 0.0) -> tuple[list[dict], list[dict]]:
+                     step_overhead_s: float = 0.0, overlap_slowdown: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Replay one iteration of a pipeline whose chunk costs are given; (per-device rows, trace events).
 
     Rows carry compute_s, inline_comm_s, ops_end_s (last pass), grads_done_s (last gradient
     bucket), optimizer_s, param_gather_s and end_s. Theory tests feed equal chunk costs here.
+    overlap_slowdown κ: the iteration of a device stretches by κ × (time its passes kept the GPU
+    busy while its gradient collectives ran), counted as exposed communication (first-order
+    interference model).
     """
     if link_model not in ("fluid", "fifo"):
         raise ValueError(f"link_model: expected 'fluid' or 'fifo', got {link_model!r}")
     replay = _Replay(None, plan, cm, groups, chunks, record_trace, link_model)
+    if overlap_slowdown > 0:
+        replay.busy = [[] for _ in replay.devices]
     replay.run()
     devices = []
     for d in replay.devices:
         step_s, gather_s = _optimizer_s(plan, cm, groups, chunks, d.index, optimizer_impl)
-        grads_end = max(d.ops_end_s, d.grads_done_s)
+        interference = overlap_slowdown * overlap_s(replay.busy[d.index], replay.dp_busy[d.index]) \
+            if overlap_slowdown > 0 else 0.0
+        grads_end = max(d.ops_end_s, d.grads_done_s) + interference
+        d.inline_comm_s += interference
         d.end_s = grads_end + step_s + gather_s + step_overhead_s
         replay._trace(d.index, 0, "optimizer", grads_end, step_s)
         replay._trace(d.index, 2, "zero all_gather", grads_end + step_s, gather_s)
@@ -310,30 +340,33 @@ def host_bound(c: ChunkCost, overheads: FrameworkOverheads) -> ChunkCost:
     b = c.backward_input_s + c.backward_weight_s
     hb = overheads.backward_host_s(c.n_layers)
     k = hb / b if b > 0 and hb > b else 1.0
-    return replace(c, forward_s=f, backward_input_s=c.backward_input_s * k, backward_weight_s=c.backward_weight_s * k)
+    busy = (c.forward_s + b) / (f + b * k) if f + b * k > 0 else 1.0
+    return replace(c, forward_s=f, backward_input_s=c.backward_input_s * k, backward_weight_s=c.backward_weight_s * k,
+                   device_fraction=busy)
 
 
 def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups,
-                overheads: FrameworkOverheads | None = None) -> list[ChunkCost]:
-    """ChunkCost of every virtual stage (identical chunks computed once)."""
+                overheads: FrameworkOverheads | None = None, memo: dict | None = None) -> list[ChunkCost]:
+    """ChunkCost of every virtual stage (identical chunks computed once). memo: a dict the caller
+    keeps to reuse chunk costs across calls with the same LLM, plan and cost model (fits)."""
     n_chunks = plan.pp * plan.virtual_stages
-    cache: dict = {}
+    memo = {} if memo is None else memo
     chunks = []
     for j in range(n_chunks):
         layers = range(j * llm.n_layers // n_chunks, (j + 1) * llm.n_layers // n_chunks)
-        key = (j == 0, j == n_chunks - 1, tuple(llm.is_moe_layer(i) for i in layers))
-        if key not in cache:
-            cache[key] = chunk_cost(llm, plan, cm, groups, j, n_chunks)
-            if overheads is not None:
-                cache[key] = host_bound(cache[key], overheads)
-        chunks.append(replace(cache[key], index=j))
+        key = (llm, plan, j == 0, j == n_chunks - 1, tuple(llm.is_moe_layer(i) for i in layers))
+        if key not in memo:
+            memo[key] = chunk_cost(llm, plan, cm, groups, j, n_chunks)
+        c = memo[key] if overheads is None else host_bound(memo[key], overheads)
+        chunks.append(replace(c, index=j))
     return chunks
 
 
 def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: NodeSpec | None = None,
                       record_trace: bool = False, optimizer_impl: str = "fused",
                       persistent_grads: bool = True, step_overhead_s: float = 0.0,
-                      link_model: str = "fluid", overheads: FrameworkOverheads | None = None) -> TrainingResult:
+                      link_model: str = "fluid", overheads: FrameworkOverheads | None = None,
+                      memo: dict | None = None) -> TrainingResult:
     """Simulate one iteration of `plan` training `llm`; PlanError if the plan is inconsistent.
 
     cm: the GPU's CostModel (its links give NVLink and NIC figures); node: used only for GPUs per
@@ -343,6 +376,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     stream) is served in order on its own, with no SimPy event per bucket (faster, for huge runs).
     optimizer_impl: 'fused' (one pass) or 'foreach' (torch AdamW default, ~8 passes, one temporary).
     overheads: eager-framework host time and memory reserve (overheads.py); None = none.
+    memo: optional dict reused across calls to skip re-costing identical chunks (see plan_chunks).
 
     >>> from simcluster.cost import cost_model_for
     >>> from simcluster.llm.spec import load_llm
@@ -354,9 +388,11 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     gpn = node.gpus_per_node if node is not None else cm.links.gpus_per_node
     validate_plan(plan, llm, gpn)
     groups = plan_groups(plan, gpn)
-    chunks = plan_chunks(llm, plan, cm, groups, overheads)
+    chunks = plan_chunks(llm, plan, cm, groups, overheads, memo)
+    if overheads is not None:
+        step_overhead_s += overheads.host_s_per_step
     devices, events = replay_iteration(plan, chunks, cm, groups, record_trace, link_model, optimizer_impl,
-                                       step_overhead_s)
+                                       step_overhead_s, overheads.overlap_slowdown if overheads else 0.0)
     b = breakdown_of(devices, step_overhead_s)
     tokens = plan.tokens_per_iteration
     flops = model_flops_per_token(llm, plan.seq_len) * tokens

@@ -15,11 +15,11 @@ from simcluster.training.validation import fit_strategy, measured_path, predict_
 
 FIT_MODEL = "llama-3.2-1b"
 KNOWN_GAPS = {
-    "ddp": "DDP all-reduce measured nearly unhidden by backward (NCCL/compute interference not modelled): "
-           "time down to -16% on held-out 3B rows",
-    "fsdp": "FSDP2 host cost is not proportional to layers: 3B small-batch rows +23% time",
-    "tp": "DTensor TP steps are host-bound and non-monotonic in batch (noise of +-15% between rows)",
-    "pp": "torch.distributed.pipelining memory at small micro-batches +18%; 3B mb1 time +13%",
+    "ddp": "the 4-layer traced configuration is 29% under (host work per step that does not scale with "
+           "depth); every 1B/3B row is within 10% once NCCL/compute interference is fitted",
+    "fsdp": "FSDP2 host cost is not proportional to layers: held-out 3B rows at micro-batch 1-2 are +11..+23%",
+    "tp": "DTensor TP steps are host-bound and non-monotonic in batch size: +-13..19% between rows",
+    "pp": "torch.distributed.pipelining peak memory +10..18% at small micro-batches, 3B mb1 time +13%",
 }
 
 
