@@ -86,8 +86,10 @@ class ServingResult:
         stats["kv_transfer_bytes"] = self.kv_transfer_bytes
         if "preemptions" in self.iterations:
             stats["preemption_events"] = int(self.iterations["preemptions"].sum())
-        return summarize(self.requests, self.duration_s, slo, self.gpu_count, self.price_usd_per_hour, stats,
-                         unfinished=self.unfinished)
+        out = summarize(self.requests, self.duration_s, slo, self.gpu_count, self.price_usd_per_hour, stats,
+                        unfinished=self.unfinished)
+        out["unfinished"] = self.unfinished
+        return out
 
 
 def _host_bandwidth(g: ReplicaGroup) -> float:
