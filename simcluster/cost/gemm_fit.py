@@ -18,7 +18,7 @@ TILE = 128            # output tile edge of Hopper/Ampere cuBLAS bf16 kernels (C
 # leave-one-(n, k)-family-out cross-validation (fit.choose_bandwidth) on the H100 and H200 tables.
 SMOOTH_BANDWIDTH = (0.5, 0.75, 0.75)
 # Unseen (n, k) families: the correction is tabulated over log2 m on this grid at first use.
-LOG2_M_GRID = np.arange(0.0, 17.01, 0.25)
+LOG2_M_GRID = np.arange(0.0, 17.01, 0.5)
 THETA0 = (math.log(3e-6), math.log(1.3), math.log(1.2), math.log(3.0), math.log(0.3), 0.0)
 
 
