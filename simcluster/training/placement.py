@@ -101,3 +101,34 @@ def p2p_s(size_bytes: float, crosses_node: bool, links: LinkParams) -> float:
     if crosses_node:
         return links.inter_latency_s + size_bytes / links.inter_bandwidth_bytes_per_s
     return links.intra_latency_s + size_bytes / links.intra_bandwidth_bytes_per_s
+
+
+def topology_links(graph, links: LinkParams, n_gpus: int) -> LinkParams:
+    """`links` rescaled by the per-pair figures a cluster graph carries (hardware/topology.py).
+
+    A ring collective runs at the pace of its slowest hop, so each bandwidth is scaled by the worst
+    ratio, over the hops a ring of the plan's GPUs uses (neighbours inside a node; the same local
+    GPU of neighbouring nodes), of the pair's figure (a measured override, set_link_bandwidth) to
+    the figure its route's links give. Latencies stay as they are.
+    """
+    from simcluster.hardware.topology import gpus, path_bandwidth_bytes_per_s, route
+
+    def datasheet(a: str, b: str) -> float:
+        path = route(graph, a, b)
+        return min(graph.edges[u, v]["bandwidth_bytes_per_s"] for u, v in zip(path, path[1:]))
+
+    verts = gpus(graph)[:n_gpus]
+    by_node: dict = {}
+    for v in verts:
+        by_node.setdefault(graph.nodes[v]["node_index"], []).append(v)
+    intra, inter = 1.0, 1.0
+    for members in by_node.values():
+        for a, b in zip(members, members[1:] + members[:1]):
+            if a != b:
+                intra = min(intra, path_bandwidth_bytes_per_s(graph, a, b) / datasheet(a, b))
+    nodes = sorted(by_node)
+    for i, j in zip(nodes, nodes[1:]):
+        for a, b in zip(by_node[i], by_node[j]):
+            inter = min(inter, path_bandwidth_bytes_per_s(graph, a, b) / datasheet(a, b))
+    return replace(links, intra_bandwidth_bytes_per_s=links.intra_bandwidth_bytes_per_s * intra,
+                   inter_bandwidth_bytes_per_s=links.inter_bandwidth_bytes_per_s * inter)

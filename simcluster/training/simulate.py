@@ -28,7 +28,7 @@ from simcluster.training.links import SharedLink
 from simcluster.training.memory import training_memory
 from simcluster.training.overheads import FrameworkOverheads
 from simcluster.training.ops import ChunkCost, chunk_cost, optimizer_op, streaming_op
-from simcluster.training.placement import Groups, collective_s, p2p_s, plan_groups
+from simcluster.training.placement import Groups, collective_s, p2p_s, plan_groups, topology_links
 from simcluster.training.plan import TrainingPlan, validate_plan
 from simcluster.training.result import TrainingResult, model_flops_per_token
 from simcluster.training.schedule import SCHEDULES
@@ -366,7 +366,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
                       record_trace: bool = False, optimizer_impl: str = "fused",
                       persistent_grads: bool = True, step_overhead_s: float = 0.0,
                       link_model: str = "fluid", overheads: FrameworkOverheads | None = None,
-                      memo: dict | None = None) -> TrainingResult:
+                      memo: dict | None = None, topology=None) -> TrainingResult:
     """Simulate one iteration of `plan` training `llm`; PlanError if the plan is inconsistent.
 
     cm: the GPU's CostModel (its links give NVLink and NIC figures); node: used only for GPUs per
@@ -377,6 +377,9 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     optimizer_impl: 'fused' (one pass) or 'foreach' (torch AdamW default, ~8 passes, one temporary).
     overheads: eager-framework host time and memory reserve (overheads.py); None = none.
     memo: optional dict reused across calls to skip re-costing identical chunks (see plan_chunks).
+    topology: a cluster graph (hardware.topology.build_cluster, possibly with measured per-pair
+    bandwidths from set_link_bandwidth): the links are rescaled by its figures (placement.
+    topology_links) and collectives use the alpha-beta model on them instead of measured curves.
 
     >>> from simcluster.cost import cost_model_for
     >>> from simcluster.llm.spec import load_llm
@@ -387,6 +390,8 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     """
     gpn = node.gpus_per_node if node is not None else cm.links.gpus_per_node
     validate_plan(plan, llm, gpn)
+    if topology is not None:
+        cm = CostModel(cm.gpu, topology_links(topology, cm.links, plan.n_gpus), cm.kernels, cm.launch)
     groups = plan_groups(plan, gpn)
     chunks = plan_chunks(llm, plan, cm, groups, overheads, memo)
     if overheads is not None:
