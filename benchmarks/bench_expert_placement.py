@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit-s", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="neighbourhood steps per layer (with a large --time-limit-s: a result"
+                             " independent of machine load)")
     args = parser.parse_args(argv)
 
     loads = generate_loads(args.layers, args.experts, args.tokens, args.skew, args.seed)
@@ -42,14 +46,15 @@ def main(argv: list[str] | None = None) -> int:
           f" {args.workers} workers on {os.cpu_count()} cores")
     rows = []
     for policy in ("eplb-hierarchical", "eplb-global", "ilp"):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         result = place_experts(loads, args.nodes, args.gpus_per_node, args.slots, args.groups,
-                               policy=policy, time_limit_s=args.time_limit_s, workers=args.workers)
-        wall_s = time.perf_counter() - started
+                               policy=policy, time_limit_s=args.time_limit_s, workers=args.workers,
+                               max_steps_per_layer=args.max_steps)
+        wall_s, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_started
         summary = result.summary
         rows.append((policy, wall_s, summary))
         gap = "-" if summary["mean_gap"] is None else f"{summary['mean_gap']:.4f}"
-        print(f"{policy:18s} total {wall_s:7.2f} s  mean balancedness {summary['mean_balancedness']:.4f}"
+        print(f"{policy:18s} total {wall_s:7.2f} s (cpu {cpu_s:6.1f} s)  mean balancedness {summary['mean_balancedness']:.4f}"
               f"  min {summary['min_balancedness']:.4f}  cross-node {summary['mean_cross_node_fraction']:.3f}"
               f"  mean gap {gap}")
         if policy == "ilp":
@@ -58,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
                   f" max gap {summary['max_gap']:.4f}; neighbourhood steps per layer"
                   f" {np.mean(iterations):.1f}; statuses"
                   f" {sorted(set(r['status'] for r in result.layers))}")
+    load_1min = os.getloadavg()[0]
+    print(f"load average during the run: {load_1min:.1f} on {os.cpu_count()} cores")
     return 0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the layer workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

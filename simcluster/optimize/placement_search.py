@@ -1,18 +1,20 @@
 """Solving one layer's placement program: whole when small, by large-neighbourhood search after.
 
 Programs with at most `max_assignment_vars` assignment integers are first solved whole for
-80 % of the layer's time, which proves small cases optimal. Larger ones (DeepSeek-V3: 256 experts x 64
-GPUs) stall at the root with a bound of 1 (the LP relaxation balances perfectly), so the search
-re-solves the same program exactly over a few GPUs at a time with the others fixed: by default
-the heaviest GPU and one at random (pairs gave the most improvement per second on the
-DeepSeek-V3 case; larger neighbourhoods take 2-3x longer per step). A step minimises the peak
-of its own GPUs and is kept when the layer objective does not rise and either it falls or the
-GPU loads get more even (sum of squares), so the search cannot cycle. Every step is
-warm-started from the incumbent. The reported gap is against the best valid bound known: the
-whole program's bound from HiGHS when it ran, else `peak_floor` (valid, loose).
-Steps end at a 1 % gap or `step_time_s`: proving a neighbourhood optimal is slow (its LP bound
-is the neighbourhood's mean load) and buys little. Results under a time limit depend on machine
-speed; pass `max_steps` for a step count that does not.
+80 % of the layer's time, which proves small cases optimal. Larger ones (DeepSeek-V3: 256
+experts x 64 GPUs) stall at the root with a bound of 1 (the LP relaxation balances perfectly),
+so the search re-solves the same program exactly over a few GPUs at a time with the others
+fixed: by default the heaviest GPU and one drawn from the lighter half (pairs gave the most
+improvement per second on the DeepSeek-V3 case; larger neighbourhoods take 2-3x longer per
+step). A step minimises the peak of its own GPUs and is kept when the layer objective does not
+rise and either it falls or the GPU loads get more even (sum of squares), so the search cannot
+cycle. Every step is warm-started from the incumbent. The reported gap is against the best
+valid bound known: the whole program's bound from HiGHS when it ran, else `peak_floor`.
+Steps end at a 1 % gap or after `step_max_nodes` branch-and-bound nodes (a work limit, so a
+step's answer does not depend on machine load; `step_time_s` only guards against a stuck step):
+proving a neighbourhood optimal is slow (its LP bound is the neighbourhood's mean load) and buys
+little. The number of steps a layer gets within a time limit still depends on machine speed;
+pass `max_steps` (with a generous time limit) for results that do not.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def _neighbourhood_search(
     solver: str | None,
     seed: int,
     size: int,
-    step_time_s: float = 0.1,
+    step_time_s: float = 0.5,
+    step_max_nodes: int = 1000,
     max_steps: int | None = None,
     wide_every: int = 0,
     partner_fraction: float = 0.5,
@@ -133,7 +136,7 @@ def _neighbourhood_search(
     n_gpus = program.n_gpus
     iterations = 0
     spread = _load_spread(loads, x)
-    # A step needs up to ~0.1 s to build and solve; stop when less than that is left.
+    # A step takes ~0.025 s of CPU on the DeepSeek-V3 case; stop when too little time is left.
     while deadline - time.perf_counter() > 0.1 and (max_steps is None or iterations < max_steps):
         wide = wide_every and iterations % wide_every == wide_every - 1
         size_now = min(2 * size if wide else size, n_gpus)
@@ -154,7 +157,8 @@ def _neighbourhood_search(
         set_start(program, variables, x)
         left_s = deadline - time.perf_counter()
         report = solve(prob, time_limit_s=max(min(left_s, step_time_s), 0.05), warm_start=True,
-                       gap_rel=1e-2, prefer=solver)
+                       gap_rel=1e-2, prefer=solver,
+                       highs_options={"mip_max_nodes": step_max_nodes})
         iterations += 1
         candidate = read_solution(program, variables) if report.objective is not None else None
         if candidate is None:
