@@ -196,3 +196,11 @@ def test_deepseek_v3_scale_within_budget():
     ilp = np.array([r["balancedness"] for r in result.layers])
     assert (ilp >= glob - 1e-12).all() and ilp.mean() > glob.mean()
     assert all(r["gap"] is not None for r in result.layers)
+
+
+def test_step_capped_search_is_reproducible():
+    loads = generate_loads(1, 32, 40000, skew=0.7, seed=6)
+    runs = [place_experts(loads, 2, 4, 48, time_limit_s=60.0, max_assignment_vars=100,
+                          max_steps_per_layer=12) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].phy2log, runs[1].phy2log)
+    assert runs[0].layers[0]["iterations"] == 12
