@@ -47,6 +47,19 @@ FAST: dict[str, list[tuple[str, list[str]]]] = {
                                  "search.tp=[1]", "search.capacity_requests=30", "search.time_limit_s=10"])],
     "experts-deepseek-v3": [("plan", ["search.nodes=2", "search.gpus_per_node=4", "search.slots=264",
                                       "search.time_limit_s=5"])],
+    "serve-mixtral-ep": [("simulate", ["workload.trace.max_requests=100"])],
+    "serve-disaggregated": [("simulate", ["workload.trace.max_requests=80"])],
+    "serve-mooncake-prefix-cache": [("simulate", ["workload.trace.max_requests=100"])],
+    "plan-expert-placement": [("plan", ["search.time_limit_s=5"])],
+    "plan-gpu-mix": [("plan", ["workload.trace.max_requests=60", "search.tp=[1]", "search.capacity_requests=30",
+                               "search.time_limit_s=10"])],
+    "plan-llama405b-training": [("plan", ["search.tp=[8]", "search.cp=[1]", "search.micro_batch=[1]",
+                                          "search.virtual_stages=[1]", "search.recompute=[full]", "search.zero=[1]",
+                                          "search.simulate_top=1"])],
+    "plan-llama70b-serving": [("plan", ["workload.trace.max_requests=60", "search.gpus=[h100-sxm]", "search.tp=[4]",
+                                        "search.pp=[1]", "search.max_num_seqs=[256]",
+                                        "search.max_batched_tokens=[8192]", "search.order=[decode_first]",
+                                        "search.disaggregated=[false]", "search.capacity_requests=30"])],
 }
 
 # The numbers kept from each command's --json output.
@@ -58,11 +71,6 @@ TRAINING_KEYS = ("time_s", "mfu", "tokens_per_s", "peak_memory_bytes", "fits")
 
 def gallery() -> list[Path]:
     return sorted(SCENARIOS.glob("*.yaml"))
-
-
-def _best(payload: dict) -> dict:
-    best = payload.get("best") or {}
-    return {k: v for k, v in best.items() if isinstance(v, (int, float, str, bool)) and v is not None}
 
 
 def key_numbers(command: str, kind: str, out: dict) -> dict:
@@ -78,11 +86,14 @@ def key_numbers(command: str, kind: str, out: dict) -> dict:
         best = out.get("best") or {}
         return {"candidates": out["candidates"], "plans": len(out["plans"]), "best_plan": best.get("plan"),
                 **{f"best_{k}": best.get(k) for k in ("sim_step_s", "sim_mfu", "peak_memory_gib", "est_step_s")}}
-    # GPU mix and expert placement: the scalars of the answer, wall-clock times left out.
-    keep = {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool)) and not k.endswith("time_s")
-            and k != "wall_s"}
-    keep["best"] = {k: v for k, v in _best(out).items() if not k.endswith("time_s") and k != "wall_s"}
-    return keep
+    if kind == "gpu_mix":
+        program, v = out.get("program") or {}, out.get("verification") or {}
+        return {"status": program.get("status"), "usd_per_hour": program.get("objective_usd_per_hour"),
+                "counts": program.get("counts"), "meets_slo": v.get("meets_slo"), "gpus": v.get("gpus"),
+                "slo_attainment": v.get("slo_attainment")}
+    s = out.get("summary") or {}
+    return {"policy": out.get("policy"), "n_physical": out.get("n_physical"),
+            **{k: s.get(k) for k in ("mean_balancedness", "min_balancedness", "mean_cross_node_fraction")}}
 
 
 def _close(a, b, path: str) -> list[str]:
