@@ -121,8 +121,16 @@ def place_experts(
 
     Each record of `result.layers`: layer, policy_used ('ilp', 'eplb-hierarchical',
     'eplb-global' or 'current'), balancedness (mean/max GPU load), max_gpu_load, mean_gpu_load
-    (tokens), cross_node_fraction, migrated_slots (None without `current`), objective, status,
-    gap, solve_time_s.
+    (tokens), cross_node_fraction, migrated_slots (None without `current`), objective (the
+    program's objective: peak over mean + weighted traffic and migration), status ('optimal',
+    'feasible' or 'heuristic' for the greedy policies), gap (relative, against the best valid
+    bound; None for the greedy policies), solve_time_s, method ('whole', 'neighbourhood',
+    'whole+neighbourhood' or 'greedy') and iterations (neighbourhood steps).
+
+    >>> from simcluster.optimize.expert_loads import generate_loads
+    >>> result = place_experts(generate_loads(2, 8, 1000, seed=0), 2, 2, 12, time_limit_s=2)
+    >>> result.phy2log.shape, all(r["balancedness"] <= 1 for r in result.layers)
+    ((2, 12), True)
     """
     started = time.perf_counter()
     loads = _check_inputs(loads, n_nodes, gpus_per_node, n_physical, n_groups, policy, current)
