@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 import pandas as pd
 
@@ -13,25 +15,30 @@ class RequestRecords:
     can be dropped: memory stays proportional to the requests in flight plus 80 bytes a request)."""
 
     def __init__(self, n: int):
-        self.finished = np.zeros(n, dtype=bool)
-        self.replica = np.full(n, -1, dtype=np.int32)
-        self.prefill_replica = np.full(n, -1, dtype=np.int32)
-        self.cached = np.zeros(n, dtype=np.int64)
-        self.scheduled_s = np.full(n, np.nan)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.preemptions = np.zeros(n, dtype=np.int64)
-        self.max_itl_s = np.full(n, np.nan)
-        self.kv_transfer_s = np.zeros(n)
-        self.handed = np.zeros(n, dtype=bool)     # decoded on a decode-pool replica
+        # array.array item stores are several times cheaper than numpy scalar stores.
+        nan = array("d", [float("nan")])
+        self.finished = array("b", bytes(n))
+        self.replica = array("i", [-1]) * n
+        self.prefill_replica = array("i", [-1]) * n
+        self.cached = array("q", bytes(8 * n))
+        self.scheduled_s = nan * n
+        self.first_token_s = nan * n
+        self.finish_s = nan * n
+        self.preemptions = array("q", bytes(8 * n))
+        self.max_itl_s = nan * n
+        self.kv_transfer_s = array("d", bytes(8 * n))
+        self.handed = array("b", bytes(n))      # decoded on a decode-pool replica
         self.count = 0
 
     def __call__(self, seq, now: float) -> None:
         i = seq.rid
-        self.finished[i] = True
+        self.finished[i] = 1
         self.replica[i] = seq.replica
-        self.handed[i] = seq.prefill_replica >= 0
-        self.prefill_replica[i] = seq.prefill_replica if seq.prefill_replica >= 0 else seq.replica
+        if seq.prefill_replica >= 0:
+            self.handed[i] = 1
+            self.prefill_replica[i] = seq.prefill_replica
+        else:
+            self.prefill_replica[i] = seq.replica
         self.cached[i] = seq.cached
         self.scheduled_s[i] = seq.scheduled_s
         self.first_token_s[i] = seq.first_token_s
@@ -42,24 +49,28 @@ class RequestRecords:
         self.kv_transfer_s[i] = seq.transfer_s
         self.count += 1
 
+    def column(self, name: str) -> np.ndarray:
+        return np.frombuffer(getattr(self, name), dtype=np.dtype(getattr(self, name).typecode))
+
     def frame(self, trace, names: list[str]) -> pd.DataFrame:
         """Finished requests in id order with the columns metrics.summarize expects."""
-        idx = np.flatnonzero(self.finished)
+        col = self.column
+        idx = np.flatnonzero(col("finished"))
         labels = np.asarray(names, dtype=object)
         return pd.DataFrame({
             "request_id": idx.astype(np.int64),
-            "replica": labels[self.replica[idx]] if len(idx) else np.array([], dtype=object),
+            "replica": labels[col("replica")[idx]] if len(idx) else np.array([], dtype=object),
             "arrival_s": np.asarray(trace.arrival_s)[idx],
             "prompt_tokens": np.asarray(trace.prompt_tokens)[idx].astype(np.int64),
             "output_tokens": np.asarray(trace.output_tokens)[idx].astype(np.int64),
-            "cached_tokens": self.cached[idx],
-            "scheduled_s": self.scheduled_s[idx],
-            "first_token_s": self.first_token_s[idx],
-            "finish_s": self.finish_s[idx],
-            "preemptions": self.preemptions[idx],
-            "max_itl_s": self.max_itl_s[idx],
-            "prefill_replica": labels[self.prefill_replica[idx]] if len(idx) else np.array([], dtype=object),
-            "kv_transfer_s": self.kv_transfer_s[idx],
+            "cached_tokens": col("cached")[idx].astype(np.int64),
+            "scheduled_s": col("scheduled_s")[idx],
+            "first_token_s": col("first_token_s")[idx],
+            "finish_s": col("finish_s")[idx],
+            "preemptions": col("preemptions")[idx].astype(np.int64),
+            "max_itl_s": col("max_itl_s")[idx],
+            "prefill_replica": labels[col("prefill_replica")[idx]] if len(idx) else np.array([], dtype=object),
+            "kv_transfer_s": col("kv_transfer_s")[idx],
         })
 
 

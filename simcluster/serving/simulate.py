@@ -222,10 +222,10 @@ def _named(records: RequestRecords, trace, names: dict, disaggregated: bool) -> 
     frame = records.frame(trace, names["front"] + names["decode"])
     # Replica indices are per pool: a handed-off request's replica is in the decode pool.
     idx = frame["request_id"].to_numpy()
-    handed = records.handed[idx]
+    handed = records.column("handed")[idx].astype(bool)
+    replica = records.column("replica")[idx]
     front = np.asarray(names["front"], dtype=object)
     decode = np.asarray(names["decode"] or [""], dtype=object)
-    frame["prefill_replica"] = front[records.prefill_replica[idx]]
-    frame["replica"] = np.where(handed, decode[np.where(handed, records.replica[idx], 0)],
-                                front[np.where(handed, 0, records.replica[idx])])
+    frame["prefill_replica"] = front[records.column("prefill_replica")[idx]]
+    frame["replica"] = np.where(handed, decode[np.where(handed, replica, 0)], front[np.where(handed, 0, replica)])
     return frame

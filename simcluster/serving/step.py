@@ -74,7 +74,6 @@ class StepTimer:
         self._body: dict[int, tuple[tuple[float, ...], float, float]] = {}
         self._exact: dict[int, tuple[tuple[float, ...], float, float]] = {}
         self._attn: dict[tuple, tuple[float, float, float]] = {}
-        self._linear: dict[int, tuple[tuple[float, ...], float, float]] = {}
         self.attention_scale = llm.n_layers * tp     # per-layer per-GPU attention -> whole replica
         self._logits: dict[int, tuple[float, float, float]] = {}
         self._fast = type(cost.kernels) is RooflineKernels
@@ -203,27 +202,21 @@ class StepTimer:
         tokens = prefill_new + n_decode
         if tokens == 0:
             return (0.0,) * self.pp, 0.0, 0.0
-        key = (tokens << 20) | (n_prefill + n_decode)
-        linear = self._linear.get(key)
-        if linear is None:
-            linear = self._linear[key] = self._linear_part(tokens, n_prefill + n_decode)
-        stages, flops, bytes_ = linear
+        body = self._body.get(tokens)
+        if body is None:
+            body = self.body(tokens)
+        logits = self._logits.get(n_prefill + n_decode)
+        if logits is None:
+            logits = self.logits(n_prefill + n_decode)
         at, af, ab = self._attention(n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx)
+        flops = (body[1] + logits[1]) * self.tp + af * self.attention_scale
+        bytes_ = (body[2] + logits[2]) * self.tp + ab * self.attention_scale
         if self.pp == 1:
-            times = (stages[0] + at * self.layers[0],)
-        else:
-            times = tuple(s + at * n for s, n in zip(stages, self.layers))
-        return times, flops + af * self.attention_scale, bytes_ + ab * self.attention_scale
-
-    def _linear_part(self, tokens: int, sequences: int) -> tuple[tuple[float, ...], float, float]:
-        """Per-stage seconds (CPU overhead on the first, logits on the last), FLOPs and bytes of
-        all GPUs, for everything but the attention cores."""
-        stages, flops, bytes_ = self.body(tokens)
-        lt, lf, lb = self.logits(sequences)
-        times = list(stages)
+            return (body[0][0] + logits[0] + self.cpu_overhead_s + at * self.layers[0],), flops, bytes_
+        times = [s + at * n for s, n in zip(body[0], self.layers)]
         times[0] += self.cpu_overhead_s
-        times[-1] += lt
-        return tuple(times), (flops + lf) * self.tp, (bytes_ + lb) * self.tp
+        times[-1] += logits[0]
+        return tuple(times), flops, bytes_
 
     def time_s(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
                n_decode: int = 0, decode_ctx: int = 0) -> float:

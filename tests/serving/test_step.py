@@ -41,7 +41,7 @@ def test_calibrated_kernels_use_the_snapped_memo_close_to_exact(llm):
     got = timer.time_s(n_decode=32, decode_ctx=32 * 1500)
     timer2 = StepTimer(llm, cost)
     exact_attn = timer2._priced_attention("decode", 32, 32 * 1500)[0] * llm.n_layers
-    linear = timer2._linear_part(32, 32)[0][0]
+    linear = timer2.body(32)[0][0] + timer2.logits(32)[0]
     assert got == pytest.approx(linear + exact_attn, rel=0.01)
 
 
