@@ -39,8 +39,8 @@ def _check_llm(name: str) -> str:
 
 
 class TraceFile(_Strict):
-    path: str
-    format: Literal["auto", "azure", "burstgpt", "mooncake", "csv", "jsonl"] = "auto"
+    path: str = Field(description="trace file, relative to the scenario file")
+    format: Literal["auto", "azure", "burstgpt", "mooncake", "csv", "jsonl"] = Field("auto", description="reader to use; 'auto' guesses from the extension and header")
     rate_per_s: float | None = Field(None, gt=0, description="rescale arrivals to this mean rate (requests/s)")
     max_requests: int | None = Field(None, gt=0, description="keep only the first N requests")
     columns: dict[str, str] | None = Field(None, description="column mapping for generic CSV/JSONL")
@@ -50,7 +50,7 @@ class LengthDist(_Strict):
     """A token-length distribution: fixed(value), uniform(min, max), lognormal(mu+sigma | mean+sigma |
     mean+p50, clipped to min/max), zipf(a, min, max), empirical(path[, format, column])."""
 
-    dist: Literal["fixed", "uniform", "lognormal", "zipf", "empirical"] = "fixed"
+    dist: Literal["fixed", "uniform", "lognormal", "zipf", "empirical"] = Field("fixed", description="distribution family")
     value: int | None = Field(None, gt=0, description="fixed: tokens")
     mu: float | None = Field(None, description="lognormal: mean of log(tokens)")
     mean: float | None = Field(None, gt=0, description="lognormal: mean tokens")
@@ -60,24 +60,24 @@ class LengthDist(_Strict):
     min: int | None = Field(None, gt=0, description="lower clip (tokens)")
     max: int | None = Field(None, gt=0, description="upper clip (tokens)")
     path: str | None = Field(None, description="empirical: trace file to resample lengths from")
-    format: str | None = None
-    column: str | None = None
+    format: str | None = Field(None, description="empirical: trace format of path")
+    column: str | None = Field(None, description="empirical: column holding the lengths")
 
 
 class Synthetic(_Strict):
-    arrival: Literal["poisson", "gamma", "diurnal"] = "poisson"
-    rate_per_s: float = Field(gt=0)
-    n_requests: int = Field(gt=0)
+    arrival: Literal["poisson", "gamma", "diurnal"] = Field("poisson", description="arrival process")
+    rate_per_s: float = Field(gt=0, description="mean arrival rate")
+    n_requests: int = Field(gt=0, description="requests to generate")
     cv: float | None = Field(None, gt=0, description="gamma: coefficient of variation of inter-arrival times")
-    peak_to_trough: float | None = Field(None, ge=1)
-    period_s: float | None = Field(None, gt=0)
-    prompt_tokens: LengthDist
-    output_tokens: LengthDist
+    peak_to_trough: float | None = Field(None, ge=1, description="diurnal: ratio of the highest to the lowest rate")
+    period_s: float | None = Field(None, gt=0, description="diurnal: period of the rate cycle")
+    prompt_tokens: LengthDist = Field(description="prompt length distribution")
+    output_tokens: LengthDist = Field(description="output length distribution")
 
 
 class Workload(_Strict):
-    trace: TraceFile | None = None
-    synthetic: Synthetic | None = None
+    trace: TraceFile | None = Field(None, description="requests read from a trace file")
+    synthetic: Synthetic | None = Field(None, description="requests generated from distributions")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -87,32 +87,32 @@ class Workload(_Strict):
 
 
 class Slo(_Strict):
-    ttft_s: float | None = Field(None, gt=0)
-    tpot_s: float | None = Field(None, gt=0)
-    e2e_s: float | None = Field(None, gt=0)
-    percentile: float = Field(90, gt=0, le=100)
+    ttft_s: float | None = Field(None, gt=0, description="time to first token target; null: none")
+    tpot_s: float | None = Field(None, gt=0, description="time per output token target; null: none")
+    e2e_s: float | None = Field(None, gt=0, description="end-to-end latency target; null: none")
+    percentile: float = Field(90, gt=0, le=100, description="the percentile at which every target must hold")
 
 
 class ReplicaSpec(_Strict):
-    gpu: str
-    count: int = Field(1, gt=0)
-    tp: int = Field(1, gt=0)
-    pp: int = Field(1, gt=0)
-    ep: int = Field(1, gt=0)
-    max_num_seqs: int = Field(256, gt=0)
-    max_batched_tokens: int = Field(8192, gt=0)
-    chunked_prefill: bool = True
-    order: Literal["decode_first", "prefill_first"] = "decode_first"
-    cuda_graphs: bool = True
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    cpu_overhead_s: float = Field(0.0, ge=0)
-    dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
-    kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    gpu: str = Field(description="GPU type (catalog name)")
+    count: int = Field(1, gt=0, description="replicas of this shape")
+    tp: int = Field(1, gt=0, description="tensor-parallel degree")
+    pp: int = Field(1, gt=0, description="pipeline-parallel degree")
+    ep: int = Field(1, gt=0, description="expert-parallel degree (MoE; at most tp × pp)")
+    max_num_seqs: int = Field(256, gt=0, description="most sequences in one iteration")
+    max_batched_tokens: int = Field(8192, gt=0, description="token budget per iteration (prefill chunk size)")
+    chunked_prefill: bool = Field(True, description="split long prompts into chunks that share iterations with decodes")
+    order: Literal["decode_first", "prefill_first"] = Field("decode_first", description="which waiting work the scheduler admits first")
+    cuda_graphs: bool = Field(True, description="decode iterations replay CUDA graphs (small launch gaps)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of GPU memory the engine may use (weights, activations, KV cache)")
+    cpu_overhead_s: float = Field(0.0, ge=0, description="host time per iteration (scheduling, sampling)")
+    dtype: Literal["bf16", "fp16", "fp8"] = Field("bf16", description="weight and compute format")
+    kv_dtype: Literal["bf16", "fp16", "fp8"] = Field("bf16", description="KV-cache format")
     role: Literal["mixed", "prefill", "decode"] = Field("mixed", description="disaggregated pools: prefill / decode")
-    preemption: Literal["recompute", "swap"] = "recompute"
+    preemption: Literal["recompute", "swap"] = Field("recompute", description="when the KV cache is full: recompute the prompt later, or swap KV to host")
     block_size: int = Field(16, gt=0, description="KV-cache block, tokens")
     watermark: float = Field(0.01, ge=0, lt=1, description="fraction of KV blocks admission keeps free")
-    prefix_caching: bool = False
+    prefix_caching: bool = Field(False, description="keep KV blocks of seen prompt prefixes and reuse them")
     swap_space_bytes: float = Field(4 * 2**30, ge=0, description="host memory per GPU for swapped KV")
     host_to_device_bandwidth_bytes_per_s: float = Field(0.0, ge=0, description="0: the GPU's default node")
     moe_imbalance: float = Field(1.0, ge=1, description="busiest EP rank's share of routed tokens over the mean")
@@ -121,8 +121,8 @@ class ReplicaSpec(_Strict):
 
 
 class Serving(_Strict):
-    replicas: list[ReplicaSpec] = Field(min_length=1)
-    router: Literal["round_robin", "least_outstanding", "least_kv", "prefix_affinity"] = "least_outstanding"
+    replicas: list[ReplicaSpec] = Field(min_length=1, description="replica groups of the deployment (one entry per GPU type / shape / role)")
+    router: Literal["round_robin", "least_outstanding", "least_kv", "prefix_affinity"] = Field("least_outstanding", description="how arriving requests pick a replica")
 
 
 def _powers_of_two(v: list[int], what: str) -> list[int]:
@@ -136,23 +136,24 @@ class Search(_Strict):
 
     kind: Literal["serving"] = Field("serving", exclude=True, description="set from the scenario's kind")
 
-    gpus: list[str] = Field(min_length=1)
-    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
-    pp: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    max_replicas: int = Field(16, gt=0)
-    max_num_seqs: list[int] = Field(default_factory=lambda: [256], min_length=1)
+    gpus: list[str] = Field(min_length=1, description="GPU types to try (catalog names, profiles/gpus/)")
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1, description="tensor-parallel degrees to try (powers of two, at most one node)")
+    pp: list[int] = Field(default_factory=lambda: [1], min_length=1, description="pipeline-parallel degrees to try")
+    ep: list[int] = Field(default_factory=lambda: [1], min_length=1, description="expert-parallel degrees to try (MoE only; at most tp × pp)")
+    max_replicas: int = Field(16, gt=0, description="most replicas (or P/D units) one plan may use")
+    max_num_seqs: list[int] = Field(default_factory=lambda: [256], min_length=1, description="scheduler batch limits to try (sequences per iteration)")
     max_batched_tokens: list[int] = Field(default_factory=lambda: [8192], min_length=1,
                                           description="token budget per iteration (the prefill chunk size)")
-    chunked_prefill: list[bool] = Field(default_factory=lambda: [True], min_length=1)
-    order: list[Literal["decode_first", "prefill_first"]] = Field(default_factory=lambda: ["decode_first"], min_length=1)
-    disaggregated: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    chunked_prefill: list[bool] = Field(default_factory=lambda: [True], min_length=1, description="whether to split long prompts into chunks of max_batched_tokens")
+    order: list[Literal["decode_first", "prefill_first"]] = Field(default_factory=lambda: ["decode_first"], min_length=1, description="scheduler orders to try: decodes first, or prefills first")
+    disaggregated: list[bool] = Field(default_factory=lambda: [False], min_length=1, description="try aggregated replicas (false) and/or separate prefill and decode pools (true)")
     pd_ratio: list[str] = Field(default_factory=lambda: ["1:1", "1:2", "2:1"], min_length=1,
                                 description="disaggregated: prefill:decode replicas per unit")
-    objective: Literal["min_cost", "max_goodput_per_usd"] = "min_cost"
+    objective: Literal["min_cost", "max_goodput_per_usd"] = Field("min_cost", description="'min_cost': cheapest plan meeting the SLO at the workload's rate; 'max_goodput_per_usd': most requests per USD")
     target_rate_per_s: float | None = Field(None, gt=0, description="rescale the workload to this rate")
     capacity_requests: int = Field(300, ge=20, description="requests replayed per capacity probe")
     simulate_at_least: int = Field(4, ge=1, description="plans simulated before bounds may drop the rest")
+    tune_top: int = Field(2, ge=1, description="deployment shapes whose batching variants are all simulated")
     top: int = Field(10, gt=0, description="rows shown in the ranked table")
 
     @field_validator("gpus")
@@ -187,19 +188,19 @@ class TrainingSearch(_Strict):
 
     kind: Literal["training"] = Field("training", exclude=True, description="set from the scenario's kind")
 
-    gpu: str
-    n_gpus: int = Field(gt=0)
-    seq_len: int = Field(gt=0)
+    gpu: str = Field(description="GPU type (catalog name)")
+    n_gpus: int = Field(gt=0, description="GPUs in all")
+    seq_len: int = Field(gt=0, description="tokens per training sequence")
     global_batch: int = Field(gt=0, description="sequences per iteration")
-    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1, description="tensor-parallel degrees to try")
     pp: list[int] | None = Field(None, description="None: every divisor of n_gpus that divides the layers")
-    cp: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
-    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    micro_batch: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
-    virtual_stages: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    cp: list[int] = Field(default_factory=lambda: [1, 2], min_length=1, description="context-parallel degrees to try")
+    ep: list[int] = Field(default_factory=lambda: [1], min_length=1, description="expert-parallel degrees to try (MoE only)")
+    micro_batch: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description="micro-batch sizes to try (sequences)")
+    virtual_stages: list[int] = Field(default_factory=lambda: [1, 2], min_length=1, description="pipeline chunks per stage to try (> 1: interleaved 1F1B)")
     recompute: list[Literal["none", "selective", "full"]] = Field(default_factory=lambda: ["none", "selective", "full"],
-                                                                  min_length=1)
-    zero: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
+                                                                  min_length=1, description="activation recomputation to try")
+    zero: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1, description="ZeRO stages to try (3 = fully sharded)")
     schedule: Literal["1f1b", "zero_bubble", "gpipe"] = Field("1f1b", description="for virtual_stages = 1")
     sequence_parallel: bool = Field(True, description="with tp > 1")
     simulate_top: int = Field(5, ge=0, description="best analytic plans simulated in full")
@@ -220,17 +221,17 @@ class GpuMixSearch(_Strict):
 
     kind: Literal["gpu_mix"] = Field("gpu_mix", exclude=True, description="set from the scenario's kind")
 
-    gpus: list[str] = Field(min_length=1)
-    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
-    max_num_seqs: int = Field(256, gt=0)
-    max_batched_tokens: int = Field(8192, gt=0)
+    gpus: list[str] = Field(min_length=1, description="GPU types the mix may use")
+    tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1, description="tensor-parallel degrees to try per GPU type")
+    max_num_seqs: int = Field(256, gt=0, description="scheduler batch limit (sequences)")
+    max_batched_tokens: int = Field(8192, gt=0, description="token budget per iteration")
     bucket_edges_tokens: list[int] = Field(default_factory=lambda: [1024, 4096],
                                            description="prompt-length bucket edges (tokens)")
-    gpus_available: dict[str, int] = Field(default_factory=dict)
-    budget_usd_per_hour: float | None = Field(None, gt=0)
-    capacity_requests: int = Field(200, ge=20)
+    gpus_available: dict[str, int] = Field(default_factory=dict, description="most GPUs of each type that can be rented (missing: unlimited)")
+    budget_usd_per_hour: float | None = Field(None, gt=0, description="spending cap; null: none")
+    capacity_requests: int = Field(200, ge=20, description="requests replayed per capacity probe")
     options_per_gpu: int = Field(1, ge=1, description="cheapest plans per GPU type offered to the program")
-    time_limit_s: float = Field(30.0, gt=0)
+    time_limit_s: float = Field(30.0, gt=0, description="integer program time limit")
 
     @field_validator("gpus")
     @classmethod
@@ -256,42 +257,42 @@ class PlacementSearch(_Strict):
     loads: str | None = Field(None, description="CSV of per-layer expert loads; None: generated")
     generate_skew: float = Field(1.0, ge=0, description="generated loads: Zipf exponent of expert popularity")
     generate_tokens: int = Field(65536, gt=0, description="generated loads: tokens routed per layer")
-    nodes: int = Field(gt=0)
-    gpus_per_node: int = Field(gt=0)
+    nodes: int = Field(gt=0, description="nodes holding the experts")
+    gpus_per_node: int = Field(gt=0, description="GPUs per node")
     slots: int = Field(gt=0, description="physical expert slots in all")
-    groups: int | None = Field(None, gt=0)
-    policy: Literal["ilp", "eplb-hierarchical", "eplb-global"] = "ilp"
-    time_limit_s: float = Field(60.0, gt=0)
+    groups: int | None = Field(None, gt=0, description="expert groups (contiguous ids) for EPLB's hierarchical policy; null: none")
+    policy: Literal["ilp", "eplb-hierarchical", "eplb-global"] = Field("ilp", description="'ilp': integer program warm-started from EPLB; or an EPLB baseline alone")
+    time_limit_s: float = Field(60.0, gt=0, description="solver time for all layers together")
 
 
 class Training(_Strict):
     """A concrete training plan (kind: training), simulated by `simcluster simulate`; the fields of
     simcluster.training.plan.TrainingPlan. Rank placement: tp innermost, then cp, dp, pp outermost."""
 
-    gpu: str
+    gpu: str = Field(description="GPU type (catalog name)")
     n_gpus: int = Field(gt=0, description="dp × tp × pp × cp")
-    seq_len: int = Field(gt=0)
-    micro_batch: int = Field(1, gt=0)
+    seq_len: int = Field(gt=0, description="tokens per training sequence")
+    micro_batch: int = Field(1, gt=0, description="sequences per micro-batch")
     global_batch: int | None = Field(None, gt=0, description="sequences per iteration; default micro_batch × dp")
-    dp: int = Field(1, gt=0)
-    tp: int = Field(1, gt=0)
-    pp: int = Field(1, gt=0)
-    cp: int = Field(1, gt=0)
-    ep: int = Field(1, gt=0)
+    dp: int = Field(1, gt=0, description="data-parallel degree")
+    tp: int = Field(1, gt=0, description="tensor-parallel degree")
+    pp: int = Field(1, gt=0, description="pipeline-parallel degree")
+    cp: int = Field(1, gt=0, description="context-parallel degree")
+    ep: int = Field(1, gt=0, description="expert-parallel degree (MoE)")
     zero: Literal[0, 1, 2, 3] = Field(0, description="ZeRO stage; 3 = FSDP full shard")
-    sequence_parallel: bool = False
-    schedule: Literal["gpipe", "1f1b", "interleaved", "zero_bubble"] = "1f1b"
-    virtual_stages: int = Field(1, gt=0)
-    recompute: Literal["none", "selective", "full"] = "none"
-    dtype: Literal["bf16", "fp8"] = "bf16"
-    optimizer_state_dtype: Literal["fp32", "bf16"] = "fp32"
-    master_weights: bool = True
-    param_dtype: Literal["fp32", "bf16"] = "bf16"
-    grad_dtype: Literal["fp32", "bf16"] = "fp32"
+    sequence_parallel: bool = Field(False, description="shard norms and dropout over the TP group along the sequence")
+    schedule: Literal["gpipe", "1f1b", "interleaved", "zero_bubble"] = Field("1f1b", description="pipeline schedule")
+    virtual_stages: int = Field(1, gt=0, description="model chunks per pipeline stage (interleaved schedule)")
+    recompute: Literal["none", "selective", "full"] = Field("none", description="activation recomputation: none, selective (attention internals), full")
+    dtype: Literal["bf16", "fp8"] = Field("bf16", description="GEMM compute format")
+    optimizer_state_dtype: Literal["fp32", "bf16"] = Field("fp32", description="format of Adam's moments")
+    master_weights: bool = Field(True, description="keep an fp32 master copy of the weights")
+    param_dtype: Literal["fp32", "bf16"] = Field("bf16", description="format the weights are stored in")
+    grad_dtype: Literal["fp32", "bf16"] = Field("fp32", description="format gradients are accumulated in")
     capacity_factor: float | None = Field(None, gt=0, description="MoE expert capacity; None = dropless")
-    moe_imbalance: float = Field(1.0, ge=1)
-    flash_attention: bool = True
-    nodes: int | None = Field(None, gt=0)
+    moe_imbalance: float = Field(1.0, ge=1, description="MoE: tokens on the busiest expert rank over the mean")
+    flash_attention: bool = Field(True, description="fused attention (no stored s × s scores)")
+    nodes: int | None = Field(None, gt=0, description="nodes used; null: n_gpus / GPUs per node")
     bucket_bytes: float = Field(25e6, gt=0, description="DDP gradient bucket (bytes)")
 
     _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
@@ -308,19 +309,20 @@ SEARCH_BY_KIND = {"serving": Search, "training": TrainingSearch, "gpu_mix": GpuM
 
 
 class Scenario(_Strict):
-    name: str
-    description: str = ""
-    kind: Literal["serving", "training", "gpu_mix", "expert_placement"] = "serving"
-    seed: int = 0
-    llm: str
-    cost_model: Literal["calibrated", "roofline"] = "calibrated"
-    workload: Workload | None = None
-    slo: Slo = Slo()
-    serving: Serving | None = None
+    name: str = Field(description="identifier shown in reports and used in output file names")
+    description: str = Field("", description="one line saying what question the scenario asks")
+    kind: Literal["serving", "training", "gpu_mix", "expert_placement"] = Field("serving", description="the question: serve (simulate or plan a serving deployment), train, pick a GPU mix, or place experts")
+    seed: int = Field(0, description="seed of every random draw (synthetic workloads, generated loads); same seed, same result")
+    llm: str = Field(description="catalog name (profiles/llms/) or path to a Hugging Face config.json")
+    cost_model: Literal["calibrated", "roofline"] = Field("calibrated", description="'calibrated': measured tables where they exist, roofline fallback; 'roofline': datasheet only")
+    workload: Workload | None = Field(None, description="the requests to serve (required for serving and gpu_mix)")
+    slo: Slo = Field(Slo(), description="latency targets a plan must meet")
+    serving: Serving | None = Field(None, description="the deployment `simcluster simulate` runs (kind serving)")
     search: Annotated[Union[Annotated[Search, Tag("serving")], Annotated[TrainingSearch, Tag("training")],
                             Annotated[GpuMixSearch, Tag("gpu_mix")], Annotated[PlacementSearch, Tag("expert_placement")]],
-                      Discriminator(lambda v: v.get("kind") if isinstance(v, dict) else v.kind)] | None = None
-    training: Training | None = None
+                      Discriminator(lambda v: v.get("kind") if isinstance(v, dict) else v.kind)] | None = Field(
+        None, description="the space `simcluster plan` searches; its keys depend on kind")
+    training: Training | None = Field(None, description="the training plan `simcluster simulate` runs (kind training)")
 
     _llm = field_validator("llm")(classmethod(lambda cls, v: _check_llm(v)))
 
