@@ -118,7 +118,8 @@ def build_graph(trace: dict) -> TraceGraph:
     for k in kernels:
         streams.setdefault(k.stream, []).append(k)
     graph = TraceGraph(kernels, host, _steps(events))
-    syncs = [e for e in events if e.get("cat") == "cuda_sync" and "wait_on_cuda_event_record_corr_id" in (e.get("args") or {})]
+    syncs = [e for e in events if e.get("cat") == "cuda_sync"
+             and "wait_on_cuda_event_record_corr_id" in (e.get("args") or {})]
     if syncs:
         graph.event_deps = _event_deps(syncs, streams)
     else:
@@ -202,9 +203,8 @@ class ReplayResult:
         return sum(self.step_times_s) / len(self.step_times_s) if self.step_times_s else self.makespan_s
 
 
-def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.0,
-           memcpy_scale: float = 1.0, host_scale: float = 1.0) -> ReplayResult:
-    """Replay the graph on SimPy with kernel durations scaled per kind; host gaps scaled by host_scale."""
+def _replay_all(graph: TraceGraph, scale: dict, host_scale: float) -> tuple[list[float], dict, float]:
+    """(kernel end times, host call times by index, t0) of one SimPy replay of the whole graph."""
     env = simpy.Environment()
     ks = graph.kernels
     t0 = min([k.start_s for k in ks] + [h.start_s for h in graph.host]) if ks else 0.0
@@ -212,7 +212,6 @@ def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.
     launched = [env.event() for _ in ks]
     end_s = [0.0] * len(ks)
     host_at: dict[int, float] = {}
-    scale = {"compute": compute_scale, "comm": comm_scale, "memcpy": memcpy_scale}
     has_launch = {h.kernel for h in graph.host if h.kernel is not None}
     for k in ks:
         if k.index not in has_launch:
@@ -255,20 +254,46 @@ def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.
     for s in streams.values():
         env.process(stream_proc(s))
     env.run()
-    makespan = max(end_s, default=0.0)
+    return end_s, host_at, t0
+
+
+def window_graph(graph: TraceGraph, a: float, b: float) -> TraceGraph:
+    """The host calls issued in [a, b] and the kernels they launched, dependencies outside dropped:
+    one step replayed on its own, from an idle device (how calibrate/ times a step: synchronised)."""
+    calls = [h for h in graph.host if a <= h.start_s <= b]
+    old = [h.kernel for h in calls if h.kernel is not None]
+    new_index = {j: n for n, j in enumerate(old)}
+    kernels = []
+    for j in old:
+        k = graph.kernels[j]
+        kernels.append(Kernel(new_index[j], k.name, k.kind, k.stream, k.start_s, k.dur_s, k.correlation, k.launch_s,
+                              [new_index[d] for d in k.deps if d in new_index]))
+    host = [HostCall(h.start_s, h.dur_s, new_index.get(h.kernel) if h.kernel is not None else None, h.sync)
+            for h in calls]
+    return TraceGraph(kernels, host, [(a, b)])
+
+
+def replay(graph: TraceGraph, compute_scale: float = 1.0, comm_scale: float = 1.0,
+           memcpy_scale: float = 1.0, host_scale: float = 1.0) -> ReplayResult:
+    """Replay the graph on SimPy with kernel durations scaled per kind, host gaps by host_scale.
+
+    makespan_s and kernel_end_s come from replaying the whole trace as recorded (steps may
+    overlap: the host runs ahead); step_times_s replays each step window on its own, from its first
+    host call until the device is idle; recorded_step_times_s is the same span read off the trace.
+    """
+    scale = {"compute": compute_scale, "comm": comm_scale, "memcpy": memcpy_scale}
+    end_s, _, t0 = _replay_all(graph, scale, host_scale)
     steps, recorded = [], []
-    starts = [h.start_s for h in graph.host]
     for a, b in graph.steps:
-        inside = [i for i, h in enumerate(graph.host) if a <= h.start_s <= b]
-        if not inside:
+        sub = window_graph(graph, a, b)
+        if not sub.host:
             continue
-        kern = [graph.host[i].kernel for i in inside if graph.host[i].kernel is not None]
-        start = host_at[inside[0]]
-        end = max([end_s[j] for j in kern] + [host_at[inside[-1]]])
-        steps.append(end - start)
-        rec_end = max([ks[j].end_s - t0 for j in kern] + [b - t0])
-        recorded.append(rec_end - (starts[inside[0]] - t0))
-    return ReplayResult(makespan, steps, recorded, end_s)
+        k_end, host_at, s0 = _replay_all(sub, scale, host_scale)
+        first = min(host_at.values())
+        steps.append(max(k_end + [max(host_at.values())]) - first)
+        rec_first = sub.host[0].start_s
+        recorded.append(max([k.end_s for k in sub.kernels] + [b]) - rec_first)
+    return ReplayResult(max(end_s, default=0.0), steps, recorded, end_s)
 
 
 def what_if_scales(recorded: GpuSpec, target: GpuSpec) -> tuple[float, float]:

@@ -53,7 +53,8 @@ def activation_bytes_per_layer(s: int, b: int, h: int, a: int, ffn: int, kv_hidd
     # Replicated across TP unless sequence parallel: QKV input, MLP input, two norm inputs, masks.
     outer = sbh * (2 + 2 + 4 + 2 * mask)
     if autocast:
-        outer += sbh * (4 + 2 + 2 + 4)     # fp32 norm inputs (+4), extra q/k/v and gate/up casts (+6), reshape copy (+2)
+        # fp32 norm inputs (+4), extra q/k/v and gate/up casts (+6), the reshape copy (+2).
+        outer += sbh * (4 + 6 + 2)
     scores = 0.0 if (flash or recompute == "selective") else (5.0 if dropout else 4.0) * a * s * s * b
     if sequence_parallel:
         return (inner + outer + scores) / tp

@@ -17,7 +17,7 @@ Overlap as frameworks do it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import simpy
 
@@ -51,10 +51,10 @@ class _Device:
 class _Replay:
     """The SimPy model of one pipeline replica."""
 
-    def __init__(self, llm, plan, cm, groups: Groups, chunks: list[ChunkCost], record: bool,
+    def __init__(self, plan, cm, groups: Groups, chunks: list[ChunkCost], record: bool,
                  link_model: str = "fluid"):
         self.link_model = link_model
-        self.llm, self.plan, self.cm, self.groups, self.chunks = llm, plan, cm, groups, chunks
+        self.plan, self.cm, self.groups, self.chunks = plan, cm, groups, chunks
         self.env = simpy.Environment()
         self.record = record
         self.events: list[dict] = []
@@ -300,7 +300,7 @@ def replay_iteration(plan: TrainingPlan, chunks: list[ChunkCost], cm: CostModel,
     """
     if link_model not in ("fluid", "fifo"):
         raise ValueError(f"link_model: expected 'fluid' or 'fifo', got {link_model!r}")
-    replay = _Replay(None, plan, cm, groups, chunks, record_trace, link_model)
+    replay = _Replay(plan, cm, groups, chunks, record_trace, link_model)
     if overlap_slowdown > 0:
         replay.busy = [[] for _ in replay.devices]
     replay.run()

@@ -117,7 +117,9 @@ def test_recorded_ddp_trace_replays_within_ten_percent_of_measured_step():
     r = replay(g)
     print(f"replayed {r.step_times_s} recorded {r.recorded_step_times_s} measured (unprofiled) {row.time_s}")
     assert r.step_time_s == pytest.approx(row.time_s, rel=0.10)
-    assert r.step_times_s == pytest.approx(r.recorded_step_times_s, rel=0.05)
+    # Replaying the whole trace (steps overlapping as recorded) reproduces its span.
+    t0 = min([k.start_s for k in g.kernels] + [h.start_s for h in g.host])
+    assert r.makespan_s == pytest.approx(max(k.end_s for k in g.kernels) - t0, rel=0.05)
     # What-if: twice-as-fast compute kernels shorten the step, but by less than half (host, NCCL).
     fast = replay(g, compute_scale=0.5).step_time_s
     assert 0.5 * r.step_time_s < fast < r.step_time_s
