@@ -113,7 +113,7 @@ def _stage_params(llm: LlmSpec, plan: TrainingPlan, stage: int) -> tuple[float, 
 
 def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stage: int,
                  optimizer_impl: str = "fused", persistent_grads: bool = True,
-                 reserve_bytes: float = 0.0) -> TrainingMemory:
+                 reserve_bytes: float = 0.0, keep_outputs: bool = False) -> TrainingMemory:
     """Peak memory of one GPU of pipeline `stage`.
 
     Peak = max(start of the first backward, the optimizer step); reserve_bytes (allocations outside
@@ -121,6 +121,8 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     live across steps (Megatron, torch DDP buckets); False for a plain torch loop that frees them
     with zero_grad(set_to_none=True), so they do not exist when backward starts.
     optimizer_impl 'foreach' (torch AdamW default) allocates one state-sized temporary in the step.
+    keep_outputs: the last stage keeps every micro-batch's bf16 logits until the step ends (torch.
+    distributed.pipelining merges the outputs it returns); Megatron frees each after its loss.
     """
     dense, expert, layers = _stage_params(llm, plan, stage)
     shard_dense = plan.dp * plan.cp
@@ -159,7 +161,10 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     tokens = plan.micro_batch * plan.seq_len / plan.cp
     loss = 0.0
     if stage == plan.pp - 1:
-        loss = tokens * llm.vocab_size / (plan.tp if plan.vocab_parallel else 1) * LOSS_BYTES_PER_LOGIT
+        logits = tokens * llm.vocab_size / (plan.tp if plan.vocab_parallel else 1)
+        loss = logits * LOSS_BYTES_PER_LOGIT
+        if keep_outputs and plan.pp > 1:
+            loss += logits * dtype_bytes("bf16") * plan.n_micro_batches
     buffers = reserve_bytes
     if plan.zero == 3:
         # FSDP: the gathered weights of the current and the prefetched layer (compute dtype) and
@@ -184,11 +189,13 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
 
 
 def training_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, optimizer_impl: str = "fused",
-                    persistent_grads: bool = True, reserve_bytes: float = 0.0) -> TrainingMemory:
+                    persistent_grads: bool = True, reserve_bytes: float = 0.0,
+                    keep_outputs: bool = False) -> TrainingMemory:
     """The pipeline stage with the largest peak (stage 0 holds the most activations, the last the
     loss and often the LM head)."""
     stages = sorted({0, plan.pp - 1, min(1, plan.pp - 1)})
-    return max((stage_memory(llm, plan, gpu_memory_bytes, s, optimizer_impl, persistent_grads, reserve_bytes)
+    return max((stage_memory(llm, plan, gpu_memory_bytes, s, optimizer_impl, persistent_grads, reserve_bytes,
+                             keep_outputs)
                 for s in stages),
                key=lambda m: m.peak_memory_bytes)
 

@@ -366,7 +366,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
                       record_trace: bool = False, optimizer_impl: str = "fused",
                       persistent_grads: bool = True, step_overhead_s: float = 0.0,
                       link_model: str = "fluid", overheads: FrameworkOverheads | None = None,
-                      memo: dict | None = None, topology=None) -> TrainingResult:
+                      memo: dict | None = None, topology=None, keep_pipeline_outputs: bool = False) -> TrainingResult:
     """Simulate one iteration of `plan` training `llm`; PlanError if the plan is inconsistent.
 
     cm: the GPU's CostModel (its links give NVLink and NIC figures); node: used only for GPUs per
@@ -377,6 +377,7 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     optimizer_impl: 'fused' (one pass) or 'foreach' (torch AdamW default, ~8 passes, one temporary).
     overheads: eager-framework host time and memory reserve (overheads.py); None = none.
     memo: optional dict reused across calls to skip re-costing identical chunks (see plan_chunks).
+    keep_pipeline_outputs: the last stage keeps all micro-batch outputs (memory.stage_memory).
     topology: a cluster graph (hardware.topology.build_cluster, possibly with measured per-pair
     bandwidths from set_link_bandwidth): the links are rescaled by its figures (placement.
     topology_links) and collectives use the alpha-beta model on them instead of measured curves.
@@ -403,6 +404,6 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
     flops = model_flops_per_token(llm, plan.seq_len) * tokens
     peak = cm.gpu.flops_per_s("bf16") * plan.n_gpus
     memory = training_memory(llm, plan, cm.gpu.memory_bytes, optimizer_impl, persistent_grads,
-                             overheads.memory_reserve_bytes if overheads else 0.0)
+                             overheads.memory_reserve_bytes if overheads else 0.0, keep_pipeline_outputs)
     return TrainingResult(b["time_s"], b["compute_s"], b["exposed_comm_s"], b["bubble_s"], b["optimizer_s"],
                           flops / (b["time_s"] * peak), tokens / b["time_s"], flops, memory, devices, events)

@@ -65,7 +65,7 @@ def plan_for_row(row, gpu: str) -> tuple[TrainingPlan, dict]:
     # first-come-first-served link model equals the shared one and costs no event per bucket.
     foreach = "foreach" in str(getattr(row, "precision", "foreach"))
     options = {"optimizer_impl": "foreach" if foreach else "fused", "persistent_grads": s in ("ddp", "pp"),
-               "link_model": "fifo"}
+               "link_model": "fifo", "keep_pipeline_outputs": s == "pp"}
     return plan, options
 
 

@@ -21,7 +21,6 @@ KNOWN_GAPS = {
                          "depth); every 1B/3B row is within 10% once NCCL/compute interference is fitted",
     ("h200-sxm", "fsdp"): "FSDP2 host cost is not proportional to layers: held-out 3B rows +-15%",
     ("h200-sxm", "tp"): "DTensor TP steps are host-bound and non-monotonic in batch size: -12..+18% between rows",
-    ("h200-sxm", "pp"): "torch.distributed.pipelining peak memory +10..18% at small micro-batches, -10% at the largest",
 }
 
 
