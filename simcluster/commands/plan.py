@@ -73,7 +73,7 @@ def _serving(scenario, args, sweep):
                          tuple(s.disaggregated), s.max_replicas, tuple(s.pd_ratio))
     result = search_serving_plans(llm, trace, slo, space, objective, s.target_rate_per_s, scenario.cost_model,
                                   scenario.serving.router if scenario.serving else "least_outstanding", sweep,
-                                  s.capacity_requests, s.simulate_at_least)
+                                  s.capacity_requests, s.simulate_at_least, tune_top=s.tune_top)
     q = f"p{slo['percentile']:g}"
     payload = {"scenario": scenario.name, "kind": "serving", "llm": llm.name, "requests": len(trace),
                "rate_per_s": result.target_rate_rps, "slo": slo, "objective": objective, "best": result.best,

@@ -4,8 +4,10 @@ by simulated capacity.
 1. Screen every candidate analytically (serving_bounds.py): shape and topology, memory (the
    longest request must fit in the KV cache), the SLO with the replica empty, and an optimistic
    throughput bound that gives the fewest replicas the target rate could need.
-2. Branch and bound: survivors go in order of their optimistic objective, a wave at a time through
-   the sweep runner. Each gets its per-replica capacity (bisection over the request rate,
+2. Branch and bound, in two stages: first one batching variant per deployment shape (GPU, TP, PP,
+   EP, P/D split), then every batching variant of the `tune_top` best shapes (the others are
+   dropped as 'not tuned'). Candidates go in order of their optimistic objective, a wave at a time
+   through the sweep runner. Each gets its per-replica capacity (bisection over the request rate,
    serving_capacity.py), replicas = ceil(target rate / capacity), and that deployment is verified
    by simulating the whole workload. A candidate whose optimistic bound cannot beat the best
    verified plan is dropped as dominated, unless fewer than `simulate_at_least` were simulated.
@@ -205,11 +207,12 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
                          target_rate_rps: float | None = None, cost_method: str = "calibrated",
                          router: str = "least_outstanding", sweep: SweepOptions = SweepOptions(),
                          capacity_requests: int = 300, simulate_at_least: int = 4,
-                         costs: dict | None = None) -> SearchResult:
+                         costs: dict | None = None, tune_top: int = 2) -> SearchResult:
     """Search `space` for the plans serving `trace` (rescaled to target_rate_rps when given) within
     `slo`; see the module doc. objective: 'min_cost' (USD/hour at the target rate) or
     'max_goodput_per_usd' (requests per USD one replica serves at its capacity).
-    costs: GPU name -> CostModel already built (calibrated ones take seconds to fit)."""
+    costs: GPU name -> CostModel already built (calibrated ones take seconds to fit).
+    tune_top: deployment shapes whose batching variants are all simulated (see stage 2)."""
     started = time.perf_counter()
     if objective not in OBJECTIVES:
         raise SearchError(f"objective: {objective!r}; expected one of {', '.join(OBJECTIVES)}")
@@ -228,58 +231,106 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
     result = SearchResult([], pruned, objective, rate, len(candidates))
     if True not in space.disaggregated:
         result.notes.append("disaggregated prefill/decode plans were not asked for (search.disaggregated: [false])")
-    wave = max(2, sweep.parallelism)
-    best: float | None = None
-    queue = list(survivors)
-    while queue:
-        batch = []
-        while queue and len(batch) < wave:
-            s = queue.pop(0)
-            done = len(result.rows) + len(batch)
-            if best is not None and done >= simulate_at_least and _optimistic(s, objective) >= best:
-                _drop(result.pruned, s, "dominated", _dominated_reason(s, objective, best))
-                continue
-            batch.append(s)
-        if not batch:
-            continue
+    run = _BranchAndBound(result, inputs, fingerprint, sweep, space, objective, rate, simulate_at_least)
+    # Stage 1: one batching variant per deployment shape (the first in the space's order that
+    # survived screening). Stage 2: every batching variant of the `tune_top` best shapes.
+    first: dict = {}
+    for sv in survivors:
+        first.setdefault(_shape(sv), sv)
+    stage1 = list(first.values())
+    run.explore(stage1)
+    ranked = sorted((r for r in result.rows if r["meets_slo"]), key=lambda r: _achieved(r, objective))
+    top_shapes = list(dict.fromkeys(_shape(r) for r in ranked))[:tune_top]
+    stage2 = [sv for sv in survivors if _shape(sv) in top_shapes and sv not in stage1]
+    run.explore(stage2)
+    for sv in survivors:
+        if sv not in stage1 and sv not in stage2:
+            _drop(result.pruned, sv, "not tuned", f"batching variant of a shape outside the best {tune_top}; "
+                                                  f"that shape's first variant was simulated or dominated")
+    if tune_top < len(first):
+        result.notes.append(f"batching limits, chunking and scheduler order were tuned for the best {tune_top} "
+                            f"deployment shapes only (search.tune_top)")
+    _rank(result, slo)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+BATCHING_KEYS = ("max_num_seqs", "max_batched_tokens", "chunked_prefill", "order")
+
+
+def _shape(c: dict) -> tuple:
+    """A candidate without its batching knobs: GPU, parallelism, P/D split."""
+    return tuple(c[k] for k in PLAN_KEYS if k not in BATCHING_KEYS)
+
+
+class _BranchAndBound:
+    """Capacity search and verification, a wave of candidates at a time, dropping those whose
+    optimistic bound cannot beat the best verified plan (after `simulate_at_least` simulated)."""
+
+    def __init__(self, result, inputs, fingerprint, sweep, space, objective, rate, simulate_at_least):
+        self.result, self.inputs, self.fingerprint, self.sweep = result, inputs, fingerprint, sweep
+        self.space, self.objective, self.rate = space, objective, rate
+        self.simulate_at_least = simulate_at_least
+        self.best: float | None = None
+        for row in result.rows:
+            self._update(row)
+
+    def _update(self, row: dict) -> None:
+        if row["meets_slo"]:
+            value = _achieved(row, self.objective)
+            self.best = value if self.best is None else min(self.best, value)
+
+    def explore(self, candidates: list[dict]) -> None:
+        wave = max(2, self.sweep.parallelism)
+        queue = sorted(candidates, key=lambda c: (_optimistic(c, self.objective), candidate_label(c)))
+        while queue:
+            batch = []
+            while queue and len(batch) < wave:
+                c = queue.pop(0)
+                done = len(self.result.rows) + len(batch)
+                if self.best is not None and done >= self.simulate_at_least \
+                        and _optimistic(c, self.objective) >= self.best - 1e-9 * abs(self.best):
+                    _drop(self.result.pruned, c, "dominated", _dominated_reason(c, self.objective, self.best))
+                    continue
+                batch.append(c)
+            if batch:
+                self._simulate(batch)
+
+    def _simulate(self, batch: list[dict]) -> None:
+        result, space, rate = self.result, self.space, self.rate
         # Least cost only needs the replica count: search the grid target / k; the other objective
         # needs the capacity itself: bisection to the tolerance.
-        grid = {"target_rps": rate, "max_replicas": space.max_replicas} if objective == "min_cost" else {}
-        caps = sweep.run(replica_capacity,
-                         [{**{k: s[k] for k in (*PLAN_KEYS, "rate_hi_rps", "replicas_lower")}, **grid} for s in batch],
-                         inputs, fingerprint, "capacity search")
+        grid = {"target_rps": rate, "max_replicas": space.max_replicas} if self.objective == "min_cost" else {}
+        caps = self.sweep.run(replica_capacity,
+                              [{**{k: c[k] for k in (*PLAN_KEYS, "rate_hi_rps", "replicas_lower")}, **grid}
+                               for c in batch], self.inputs, self.fingerprint, "capacity search")
         result.cached += caps.cached
         to_verify, kept = [], []
-        for s, cap, fresh in zip(batch, caps.results, caps.fresh):
+        for c, cap, fresh in zip(batch, caps.results, caps.fresh):
             result.simulations += cap["simulations"] if fresh else 0
             if cap["capacity_rps"] <= 0:
-                _drop(result.pruned, s, "simulation", f"misses the SLO even at {cap['capacity_hi_rps']:.3g} req/s "
+                _drop(result.pruned, c, "simulation", f"misses the SLO even at {cap['capacity_hi_rps']:.3g} req/s "
                                                       f"per replica ({cap['simulations']} rates simulated)")
                 continue
             replicas = math.ceil(rate / cap["capacity_rps"] - 1e-9)
             if replicas > space.max_replicas:
-                _drop(result.pruned, s, "capacity", f"{cap['capacity_rps']:.2f} req/s per replica needs {replicas} "
+                _drop(result.pruned, c, "capacity", f"{cap['capacity_rps']:.2f} req/s per replica needs {replicas} "
                                                     f"replicas; limit {space.max_replicas}")
                 continue
-            to_verify.append({**{k: s[k] for k in PLAN_KEYS}, "replicas": replicas, "max_replicas": space.max_replicas})
-            kept.append((s, cap))
+            to_verify.append({**{k: c[k] for k in PLAN_KEYS}, "replicas": replicas, "max_replicas": space.max_replicas})
+            kept.append((c, cap))
         if not to_verify:
-            continue
-        verified = sweep.run(verify_deployment, to_verify, inputs, fingerprint, "verifying")
+            return
+        verified = self.sweep.run(verify_deployment, to_verify, self.inputs, self.fingerprint, "verifying")
         result.cached += verified.cached
-        for (s, cap), row, fresh in zip(kept, verified.results, verified.fresh):
+        for (c, cap), row, fresh in zip(kept, verified.results, verified.fresh):
             result.simulations += row["verify_simulations"] if fresh else 0
-            row.update(plan=candidate_label(s), capacity_rps=cap["capacity_rps"], bound_rps=s["rate_hi_rps"],
-                       capacity_exact=cap["exact"],
-                       capacity_simulations=cap["simulations"], usd_per_hour_per_replica=s["usd_per_hour_per_replica"],
-                       requests_per_usd_at_capacity=cap["capacity_rps"] * 3600.0 / s["usd_per_hour_per_replica"])
+            row.update(plan=candidate_label(c), capacity_rps=cap["capacity_rps"], bound_rps=c["rate_hi_rps"],
+                       capacity_exact=cap["exact"], capacity_simulations=cap["simulations"],
+                       usd_per_hour_per_replica=c["usd_per_hour_per_replica"],
+                       requests_per_usd_at_capacity=cap["capacity_rps"] * 3600.0 / c["usd_per_hour_per_replica"])
             result.rows.append(row)
-            if row["meets_slo"]:
-                value = _achieved(row, objective)
-                best = value if best is None else min(best, value)
-    _rank(result, slo)
-    result.wall_s = time.perf_counter() - started
-    return result
+            self._update(row)
 
 
 def _dominated_reason(s: dict, objective: str, best: float) -> str:
