@@ -13,7 +13,9 @@ Methods a prediction reports:
                 nearest measured GPU, applied to this GPU's datasheet peaks. Nearest means the
                 same architecture first (e.g. H100 PCIe takes H100 SXM), then the smallest
                 |log peak-bf16 ratio| + |log HBM-bandwidth ratio|;
-- 'roofline'    no family fits the op (e.g. an op kind never measured): datasheet × defaults.
+- 'roofline'    no family fits the op: an op kind never measured, or an attention layout far
+                from every measured one (more than 2x outside the measured heads / kv heads /
+                head dims, e.g. DeepSeek's 576-wide MLA latent): datasheet × defaults.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class CalibratedKernels:
             hit = self._memo[key] = self._time_s(op)
         return hit
 
+    def _attention_layout_known(self, op: Op) -> bool:
+        fit = self.calibration.prefill if op.kind == "attention_prefill" else self.calibration.decode
+        s = op.shape
+        return fit is not None and fit.covers_layout(
+            [math.log2(max(s[k], 1)) for k in ("n_heads", "n_kv_heads", "head_dim")])
+
     def _method(self, covered: bool) -> str:
         if self.transferred:
             return "transferred"
@@ -76,6 +84,8 @@ class CalibratedKernels:
             fit = cal.gemm.get(dtype) or cal.gemm.get("bf16")
             t, covered = fit.predict_s(s["m"], s["n"], s["k"], op.dtype, self.gpu)
             return t, self._method(covered and dtype in cal.gemm)
+        if op.kind in ("attention_prefill", "attention_decode") and not self._attention_layout_known(op):
+            return self.fallback.time_s(op)
         if op.kind == "attention_prefill" and cal.prefill is not None:
             t, covered = predict_prefill_s(cal.prefill, self.gpu, op.flops, op.bytes, s["batch"], s["seq_len"],
                                            s["n_heads"], s["n_kv_heads"], s["head_dim"])
@@ -111,12 +121,9 @@ def nearest_measured_gpu(gpu: GpuSpec, measured: list[GpuSpec]) -> GpuSpec | Non
     return min(pool, key=distance)
 
 
-def _node_intra_bytes_per_s(gpu: GpuSpec) -> float:
+def _default_node(gpu: GpuSpec):
     from simcluster.hardware.node import default_node_for
-    try:
-        return default_node_for(gpu.name).intra_node_bandwidth_bytes_per_s
-    except ValueError:
-        return gpu.intra_node_bandwidth_bytes_per_s
+    return default_node_for(gpu.name)
 
 
 def calibrated_collectives(gpu: GpuSpec, node, links: LinkParams, calibrations: dict[str, Calibration]) -> CalibratedCollectives:
@@ -125,12 +132,15 @@ def calibrated_collectives(gpu: GpuSpec, node, links: LinkParams, calibrations: 
     intra = node.intra_node_bandwidth_bytes_per_s if node is not None else gpu.intra_node_bandwidth_bytes_per_s
     own = calibrations.get(gpu.name)
     if own is not None and own.collectives:
-        return CalibratedCollectives(links, intra, own.collectives, link_efficiency(own.collectives, intra), False)
+        eff = link_efficiency(own.collectives, intra, links.intra_latency_s)
+        return CalibratedCollectives(links, intra, own.collectives, eff, False)
     with_curves = [load_gpu(name) for name, c in calibrations.items() if c.collectives]
     source = nearest_measured_gpu(gpu, with_curves)
     if source is None:
         return CalibratedCollectives(links, intra, {}, {}, False)
-    eff = link_efficiency(calibrations[source.name].collectives, _node_intra_bytes_per_s(source))
+    source_node = _default_node(source)
+    eff = link_efficiency(calibrations[source.name].collectives, source_node.intra_node_bandwidth_bytes_per_s,
+                          source_node.intra_node_latency_s)
     return CalibratedCollectives(links, intra, {}, eff, True)
 
 

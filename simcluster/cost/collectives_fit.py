@@ -91,15 +91,16 @@ def fit_collectives(frame) -> dict[tuple[str, int], CollectiveCurve]:
     return out
 
 
-def link_efficiency(curves: dict, datasheet_bandwidth_bytes_per_s: float) -> dict[str, tuple[float, float]]:
-    """op -> (bus efficiency vs the datasheet link, latency per ring hop s), from the largest
-    measured world size of each op."""
+def link_efficiency(curves: dict, datasheet_bandwidth_bytes_per_s: float, hop_latency_s: float) -> dict[str, tuple[float, float]]:
+    """op -> (bus efficiency vs the datasheet link, fixed overhead s), from the largest measured
+    world size of each op. The fixed overhead is the measured small-message time beyond
+    `hop_latency_s` per ring hop: launch and protocol set-up that do not grow with the group."""
     out = {}
     for op in sorted({op for op, _ in curves}):
         world = max(w for o, w in curves if o == op)
         c = curves[(op, world)]
         out[op] = (c.bus_bandwidth_bytes_per_s() / datasheet_bandwidth_bytes_per_s,
-                   c.latency_s / ring_steps(op, world))
+                   max(0.0, c.latency_s - ring_steps(op, world) * hop_latency_s))
     return out
 
 
@@ -107,7 +108,7 @@ class CalibratedCollectives:
     """`time_s(collective, size_bytes, n, scope) -> (seconds, method)` for CostModel.
 
     curves: measured (op, world) curves of this GPU's node (empty for a GPU never measured);
-    efficiency: op -> (bus efficiency, hop latency s), this GPU's own or the nearest measured
+    efficiency: op -> (bus efficiency, fixed overhead s), this GPU's own or the nearest measured
     GPU's; transferred says which. links: the node's datasheet LinkParams (before efficiency).
     """
 
@@ -120,16 +121,18 @@ class CalibratedCollectives:
         self.transferred = transferred
         self._links_by_op: dict[str, LinkParams] = {}
 
+    def _efficiency(self, op: str) -> tuple[float, float] | None:
+        return self.efficiency.get(op) or self.efficiency.get("all_reduce")
+
     def links_for(self, op: str) -> LinkParams:
-        """The node's links with intra-node bandwidth and hop latency as measured for `op`
-        (all_reduce's figures for an op never measured). Inter-node figures stay the datasheet
-        NIC rate × LinkParams.from_node's efficiency: the lent machines had one node."""
+        """The node's links with the intra-node bandwidth measured for `op` (all_reduce's for an
+        op never measured); hop latencies and inter-node figures stay the datasheet ones × the
+        LinkParams.from_node efficiency: the lent machines had one node."""
         if op not in self._links_by_op:
-            eff = self.efficiency.get(op) or self.efficiency.get("all_reduce")
+            eff = self._efficiency(op)
             links = self.links
             if eff is not None:
-                links = replace(links, intra_bandwidth_bytes_per_s=self.datasheet_intra_bytes_per_s * eff[0],
-                                intra_latency_s=eff[1])
+                links = replace(links, intra_bandwidth_bytes_per_s=self.datasheet_intra_bytes_per_s * eff[0])
             self._links_by_op[op] = links
         return self._links_by_op[op]
 
@@ -143,4 +146,5 @@ class CalibratedCollectives:
         t = collective_time_s(collective, size_bytes, n, self.links_for(collective), scope)
         if not self.efficiency:
             return t, "alpha-beta"
+        t += self._efficiency(collective)[1]
         return t, "transferred" if self.transferred else "fitted"

@@ -71,6 +71,13 @@ class CurveFit:
         covered = box is not None and all(lo - 1e-9 <= c <= hi + 1e-9 for c, (lo, hi) in zip(coords, box))
         return base * math.exp(self._correction(layout_key, covered, coords, layout_coords)), covered
 
+    def covers_layout(self, layout_coords, margin: float = 1.0) -> bool:
+        """Whether a layout lies within `margin` (log2 units) of the measured layouts' range: a
+        curve fitted on head dims 64..128 says nothing about a 576-wide MLA latent."""
+        pts = self.smoother.points[:, -len(layout_coords):]
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        return all(lo[i] - margin <= c <= hi[i] + margin for i, c in enumerate(layout_coords))
+
     def _base_s(self, tc: float, tm: float, occ: float) -> float:
         """curve_s for one scalar query, in plain floats (numpy costs ~20 µs a scalar call)."""
         e = self._e

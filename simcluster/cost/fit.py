@@ -112,7 +112,11 @@ class Smoother:
         q = np.atleast_2d(np.asarray(queries, float))
         if len(self.residuals) == 0:
             return np.zeros(len(q))
-        return local_linear(self.points, self.residuals, q, self.bandwidth, self.prior_weight, self.ridge)
+        # Never extrapolate a local trend: a query outside the measured box takes the correction
+        # at the nearest face, and no correction exceeds the residuals actually measured.
+        q = np.clip(q, self.points.min(axis=0), self.points.max(axis=0))
+        out = local_linear(self.points, self.residuals, q, self.bandwidth, self.prior_weight, self.ridge)
+        return np.clip(out, self.residuals.min(), self.residuals.max())
 
     def __call__(self, x) -> float:
         return float(self.many([x])[0])

@@ -10,6 +10,7 @@ import numpy as np
 from simcluster.cost.curve_fit import CurveFit
 from simcluster.hardware.gpu import GpuSpec
 from simcluster.llm.ops import expected_experts_touched
+from simcluster.units import dtype_bytes
 
 ELEM_BYTES = 2.0
 MATRICES = 3                 # SwiGLU experts: gate, up and down projections
@@ -18,14 +19,14 @@ GLOBAL_BANDWIDTH = (1.0, 0.5, 1.0, 1.0, 1.0)
 PREFERRED_IMPL = ("grouped_mm", "loop_mm")   # fused grouped kernels are what serving engines run
 
 
-def moe_counts(assignments, n_local, hidden, expert_ffn):
+def moe_counts(assignments, n_local, hidden, expert_ffn, weight_bytes: float = ELEM_BYTES):
     """(FLOPs, bytes) of the expert FFN for `assignments` token-expert pairs on n_local experts:
     2·3·h·f FLOPs a pair; the weights of every touched expert (balls into bins, llm.ops) plus
-    each pair's input, intermediate and output activations."""
+    each pair's input, intermediate and output activations (bf16)."""
     a, e, h, f = (np.asarray(x, float) for x in (assignments, n_local, hidden, expert_ffn))
     touched = np.vectorize(lambda n, t: expected_experts_touched(int(n), 1, int(t)))(e, a)
     flops = 2.0 * MATRICES * h * f * a
-    bytes_ = touched * MATRICES * h * f * ELEM_BYTES + a * (2 * h + 2 * f) * ELEM_BYTES
+    bytes_ = touched * MATRICES * h * f * weight_bytes + a * (2 * h + 2 * f) * ELEM_BYTES
     return flops, bytes_
 
 
@@ -52,7 +53,7 @@ def fit_moe(frame, gpu: GpuSpec) -> CurveFit | None:
 
 def predict_moe_s(fit: CurveFit, gpu: GpuSpec, assignments: float, n_local: float, hidden: float,
                   expert_ffn: float, imbalance: float, dtype: str = "bf16") -> tuple[float, bool]:
-    flops, bytes_ = moe_counts(assignments, n_local, hidden, expert_ffn)
+    flops, bytes_ = moe_counts(assignments, n_local, hidden, expert_ffn, dtype_bytes(dtype))
     return fit.predict_s(float(flops) / gpu.flops_per_s(dtype), float(bytes_) / gpu.hbm_bandwidth_bytes_per_s,
                          1.0 / max(imbalance, 1.0), layout_key(n_local, hidden, expert_ffn),
                          [math.log2(max(assignments, 1.0)), math.log2(max(imbalance, 1.0))],

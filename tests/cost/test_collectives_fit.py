@@ -51,7 +51,7 @@ def links():
 
 def test_methods_measured_fitted_transferred():
     curves = fit_collectives(synthetic())
-    eff = link_efficiency(curves, 450e9)
+    eff = link_efficiency(curves, 450e9, 3e-6)
     own = CalibratedCollectives(links(), 450e9, curves, eff, transferred=False)
     assert own.time_s("all_reduce", 2**20, 4)[1] == "measured"
     assert own.time_s("all_reduce", 2**20, 8)[1] == "fitted"
@@ -63,14 +63,19 @@ def test_methods_measured_fitted_transferred():
 
 def test_unmeasured_world_size_uses_measured_efficiency():
     """At 8 GPUs the closed-form ring runs on datasheet bandwidth × measured bus efficiency."""
-    curves = fit_collectives(synthetic(busbw=360e9))
-    eff = link_efficiency(curves, 450e9)
+    curves = fit_collectives(synthetic(busbw=360e9, latency_s=30e-6))
+    eff = link_efficiency(curves, 450e9, 3e-6)
     assert eff["all_reduce"][0] == pytest.approx(0.8, rel=0.02)
     cc = CalibratedCollectives(links(), 450e9, curves, eff, transferred=False)
     size = 2**30
     t, _ = cc.time_s("all_reduce", size, 8)
     ring = 2 * 7 / 8 * size / (450e9 * eff["all_reduce"][0])
     assert t == pytest.approx(ring, rel=0.02)
+    # Small messages: the measured fixed overhead plus datasheet hops, not 14 × the 2-GPU floor.
+    small, _ = cc.time_s("all_reduce", 4096, 8)
+    assert eff["all_reduce"][1] == pytest.approx(30e-6 - 2 * 3 * 3e-6, rel=0.05)
+    assert small == pytest.approx(eff["all_reduce"][1] + collective_time_s("all_reduce", 4096, 8, cc.links_for("all_reduce")))
+    assert small < 14 * 30e-6 / 6
     # Multi-node goes through the hierarchical closed form and costs more than one node.
     assert cc.time_s("all_reduce", size, 16)[0] > t
 
