@@ -88,6 +88,7 @@ def place_experts(
     lp_dir: str | None = None,
     solver: str | None = None,
     max_steps_per_layer: int | None = None,
+    time_limit_per_layer_s: float | None = None,
 ) -> PlacementResult:
     """Place the physical expert slots of every MoE layer on the GPUs.
 
@@ -115,6 +116,7 @@ def place_experts(
     solver: 'highs' or 'cbc' (default: HiGHS when installed).
     max_steps_per_layer: stop each layer's neighbourhood search after this many steps (with a
       generous time limit this makes results independent of machine speed).
+    time_limit_per_layer_s: give each layer this much instead of a share of `time_limit_s`.
 
     The CLI maps `simcluster place-experts --nodes N --gpus G --slots S` to n_nodes=N,
     gpus_per_node=G // N (G is the total GPU count) and n_physical=S (total slots).
@@ -163,7 +165,8 @@ def place_experts(
         deadline = time.time() + time_limit_s - (time.perf_counter() - started)
         tasks = [
             (layer, programs[layer], _layer_starts(baselines, current, layer), deadline,
-             n_layers, max(workers, 1), lp_dir, solver, max_steps_per_layer)
+             n_layers, max(workers, 1), lp_dir, solver, max_steps_per_layer,
+             time_limit_per_layer_s)
             for layer in range(n_layers)
         ]
         if workers > 1 and n_layers > 1:
@@ -218,11 +221,15 @@ def place_experts(
 
 def _solve_task(task: tuple) -> tuple[np.ndarray, str, dict]:
     """One layer in a worker: share the time left fairly with the layers still queued."""
-    layer, program, starts, deadline, n_layers, workers, lp_dir, solver, max_steps = task
-    layers_left_here = math.ceil((n_layers - layer) / workers)
-    share_s = max((deadline - time.time()) / max(layers_left_here, 1), 0.0)
+    layer, program, starts, deadline, n_layers, workers, lp_dir, solver, max_steps, per_layer_s = task
+    if per_layer_s is None:
+        layers_left_here = math.ceil((n_layers - layer) / workers)
+        # A tenth of the share is left for building programs and reading results.
+        budget_s = 0.9 * max((deadline - time.time()) / max(layers_left_here, 1), 0.0)
+    else:
+        budget_s = per_layer_s
     lp_path = None if lp_dir is None else f"{lp_dir}/layer_{layer}.lp"
-    row, used, record = solve_layer(program, starts, 0.9 * share_s, lp_path, solver, seed=layer,
+    row, used, record = solve_layer(program, starts, budget_s, lp_path, solver, seed=layer,
                                     max_steps=max_steps)
     return row, used, record
 

@@ -204,3 +204,11 @@ def test_step_capped_search_is_reproducible():
                           max_steps_per_layer=12) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].phy2log, runs[1].phy2log)
     assert runs[0].layers[0]["iterations"] == 12
+
+
+def test_time_limit_per_layer():
+    loads = generate_loads(2, 32, 40000, skew=0.7, seed=6)
+    result = place_experts(loads, 2, 4, 48, time_limit_s=100.0, time_limit_per_layer_s=0.5,
+                           max_assignment_vars=100)
+    assert result.total_time_s < 3.0
+    assert all(r["solve_time_s"] < 1.0 for r in result.layers)
