@@ -24,7 +24,7 @@ def plan(args) -> int:
         from simcluster.report.output import write_results
         write_results(args.out, {"plan.json": payload, **files})
         from simcluster.report.html import write_report
-        write_report(args.out, payload, scenario)   # report.html (self-contained) and report.md
+        write_report(args.out, payload, scenario, progress=not args.json)   # report.html and report.md
     if args.json:
         print(json.dumps(payload, indent=2, default=_json_default))
     else:

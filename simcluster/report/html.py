@@ -141,16 +141,28 @@ def build_report(payload: dict, scenario=None, **options) -> Report:
     return other_sections(kind, payload, scenario, **options)
 
 
-def write_report(out_dir: str | Path, payload: dict, scenario=None, **options) -> list[Path]:
+def write_report(out_dir: str | Path, payload: dict, scenario=None, progress: bool = False,
+                 **options) -> list[Path]:
     """Write report.html (self-contained) and report.md (+ figures/*.png) into out_dir.
 
     payload: the `simcluster plan` result (as in plan.json); scenario: the validated Scenario it
-    answered (optional; without it the report shows only what the payload holds).
+    answered (optional; without it the report shows only what the payload holds); progress: show
+    a progress bar on stderr while the best serving plans are re-simulated.
     Returns the paths written.
     """
     from simcluster.report.markdown import render_markdown
     from simcluster.report.output import write_results
-    report = build_report(payload, scenario, **options)
+    if progress and payload.get("kind", "serving") == "serving" and scenario is not None:
+        from rich.console import Console
+        from rich.progress import Progress
+        feasible = sum(1 for r in payload.get("plans", []) if r.get("meets_slo"))
+        from simcluster.report.serving_sections import CURVE_FRACTIONS
+        total = min(feasible, options.get("curve_plans", 3)) * len(CURVE_FRACTIONS)
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("report: simulating the best plans", total=total)
+            report = build_report(payload, scenario, tick=lambda: bar.advance(task), **options)
+    else:
+        report = build_report(payload, scenario, **options)
     files = {"report.html": render_html(report), "report.md": render_markdown(report, "figures")}
     written = write_results(out_dir, files)
     if report.figures():

@@ -61,7 +61,7 @@ def deployment(row: dict, cost_method: str) -> list:
 
 
 def latency_curves(llm, trace, rows: list[dict], slo: dict, cost_method: str, router: str,
-                   fractions=CURVE_FRACTIONS, n_requests: int = 120) -> pd.DataFrame:
+                   fractions=CURVE_FRACTIONS, n_requests: int = 120, tick=None) -> pd.DataFrame:
     """Goodput and latency percentiles of each plan's deployment at offered rates
     fraction × the trace's rate; the first n_requests of the trace keep its burstiness."""
     pct = f"p{float(slo.get('percentile', 90)):g}"
@@ -74,6 +74,8 @@ def latency_curves(llm, trace, rows: list[dict], slo: dict, cost_method: str, ro
             t = sample.rescale_rate(base * f)
             res = simulate_serving(llm, t, groups, router, until_s=horizon_s(t, slo))
             meets, s = slo_holds(res, slo)
+            if tick:
+                tick()
             # Goodput at an offered rate: the rate times the fraction of requests meeting every target
             # (unfinished requests count as misses), as in DistServe (Zhong et al. 2024).
             attained = s.get("slo_attainment", 0.0)
@@ -98,10 +100,11 @@ def timeline_window(iterations: pd.DataFrame, n_iterations: int = 80) -> tuple[f
 
 def serving_sections(payload: dict, llm=None, trace=None, cost_method: str = "calibrated",
                      router: str = "least_outstanding", top: int = 10, curve_plans: int = 3,
-                     curve_requests: int = 120, timeline_requests: int = 200) -> Report:
+                     curve_requests: int = 120, timeline_requests: int = 200, tick=None) -> Report:
     """The report of a serving plan search. payload: what `simcluster plan` writes to plan.json
     (plans, pareto_front, pruned, slo, rate_per_s, ...). With llm and trace (the workload at the
-    target rate) the top plans are re-simulated for curves, a timeline and KV-cache use."""
+    target rate) the top plans are re-simulated for curves, a timeline and KV-cache use; `tick` is
+    called after each of those simulations (a progress bar)."""
     slo = payload.get("slo", {})
     pct = f"p{float(slo.get('percentile', 90)):g}"
     rows = payload.get("plans", [])
@@ -141,7 +144,8 @@ def serving_sections(payload: dict, llm=None, trace=None, cost_method: str = "ca
 
     if llm is not None and trace is not None and feasible:
         top_rows = feasible[:curve_plans]
-        curves = latency_curves(llm, trace, top_rows, slo, cost_method, router, n_requests=curve_requests)
+        curves = latency_curves(llm, trace, top_rows, slo, cost_method, router, n_requests=curve_requests,
+                                tick=tick)
         rep.sections.append(Section("Latency–throughput curves", [
             f"The deployments of the {len(top_rows)} best plans, each re-simulated on the first "
             f"{min(curve_requests, len(trace))} requests at {len(CURVE_FRACTIONS)} offered rates "
