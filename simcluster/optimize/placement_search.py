@@ -90,12 +90,13 @@ def solve_layer(
         if report.bound is not None:
             bound = max(bound, report.bound)
         x = read_solution(program, variables) if report.objective is not None else None
-        if x is not None and objective_of(program, phy2log_from_counts(x)) < best_objective - 1e-9:
+        if (x is not None and peak_over_mean(loads, phy2log_from_counts(x), n_gpus) <= peak_cap
+                and objective_of(program, phy2log_from_counts(x)) < best_objective - 1e-9):
             best_x, best_objective = x, objective_of(program, phy2log_from_counts(x))
     if not proved:
         best_x, steps = _neighbourhood_search(
-            program, counts, cap, best_x, best_objective, began + time_limit_s, solver, seed,
-            neighbourhood_gpus, max_steps=max_steps,
+            program, counts, cap, peak_cap, best_x, best_objective, began + time_limit_s, solver,
+            seed, neighbourhood_gpus, max_steps=max_steps,
         )
         methods.append("neighbourhood")
         iterations += steps
@@ -116,6 +117,7 @@ def _neighbourhood_search(
     program: LayerProgram,
     counts: list[list[int]],
     cap: float,
+    peak_limit: float,
     x: np.ndarray,
     objective: float,
     deadline: float,
@@ -163,7 +165,11 @@ def _neighbourhood_search(
         candidate = read_solution(program, variables) if report.objective is not None else None
         if candidate is None:
             continue
-        value = objective_of(program, phy2log_from_counts(candidate))
+        row = phy2log_from_counts(candidate)
+        # The solver's tolerances may let a peak pass the cap by ~1e-9; never-worse is exact.
+        if peak_over_mean(loads, row, n_gpus) > peak_limit:
+            continue
+        value = objective_of(program, row)
         candidate_spread = _load_spread(loads, candidate)
         # Lexicographic descent on (objective, spread of GPU loads): the spread lets steps that
         # lower one neighbourhood's peak count as progress while another GPU sets the layer peak.
