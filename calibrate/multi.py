@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from calibrate import collectives, provenance, trace
 from calibrate.context import make_context
-from calibrate.runner import run_section, select
+from calibrate.runner import previous_record, run_section, select
 from calibrate.train_step import run_strategy
 
 # name: (function of a BenchContext, time budget in seconds); budgets sum to about 5 minutes.
@@ -64,7 +64,9 @@ def _worker(rank: int, world: int, out_dir: str, names: list[str], smoke: bool, 
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
     ctx.agree = agree
-    ctx.keep_rows = lambda row: row.get("world_size") not in (None, str(world))
+    # Replace only the rows this run re-measures: same world size, section among `names`.
+    ctx.keep_rows = lambda row: (row.get("world_size") not in (None, str(world))
+                                 or section_of(row) not in names)
     ctx.notes = list(record["notes"])
     walls = dict(record["section_wall_s"])
     t0 = time.monotonic()
@@ -78,6 +80,15 @@ def _worker(rank: int, world: int, out_dir: str, names: list[str], smoke: bool, 
             _write(Path(out_dir), record)
         dist.barrier()
     dist.destroy_process_group()
+
+
+def section_of(row: dict) -> str:
+    """The multi-GPU section that writes a row of collectives.csv or train_step.csv."""
+    if "strategy" not in row:
+        return "collectives"
+    if row.get("detail", "").endswith("timed unprofiled"):
+        return "trace"
+    return f"train_{row['strategy']}"
 
 
 def _write(out_dir: Path, record: dict) -> None:
@@ -97,8 +108,15 @@ def run_multi(out_dir: Path, worlds: list[int], only: list[str] | None, smoke: b
     use_cuda = torch.cuda.is_available() and (device_name or "cuda").startswith("cuda")
     env = provenance.environment()
     n_gpus = torch.cuda.device_count() if use_cuda else 0
-    record = provenance.build(env, provenance.command_line(), {}, 0.0, [], started)
+    old = previous_record(out_dir / "provenance_multi.yaml") if only else {}
+    old_total = float(old.get("total_wall_s") or 0.0)
+    record = provenance.build(env, provenance.command_line(),
+                              dict(old.get("section_wall_s") or {}), old_total,
+                              list(old.get("notes") or []), started)
     record["world_sizes"] = ",".join(str(w) for w in worlds)
+    if old:
+        record["notes"].append(f"rerun {started:%Y-%m-%d %H:%M} UTC of {only}: "
+                               f"`{record['command']}`; earlier command `{old.get('command')}`")
     if "p2p" in names:
         record = _run_p2p(out_dir, smoke, use_cuda, n_gpus, record, budget_scale)
         names.remove("p2p")
@@ -117,7 +135,7 @@ def run_multi(out_dir: Path, worlds: list[int], only: list[str] | None, smoke: b
             record["notes"].append(f"world size {world}: a rank failed: {type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
         record = json.loads((out_dir / ".provenance_multi.json").read_text())
-    record["total_wall_s"] = round(time.monotonic() - t0, 2)
+    record["total_wall_s"] = round(old_total + time.monotonic() - t0, 2)
     _write(out_dir, record)
     (out_dir / ".provenance_multi.json").unlink()
     print(f"done in {time.monotonic() - t0:.1f} s; wrote {out_dir}", flush=True)

@@ -20,8 +20,8 @@ from calibrate.llama import LLAMA_3_2_1B, LLAMA_3_2_3B, SMOKE, Llama, lm_loss, p
 from calibrate.pipeline import PipelineStep
 from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap_tp
 
-WARMUP_STEPS = 2
-TIMED_STEPS = 3
+WARMUP_STEPS = 3
+TIMED_STEPS = 5
 
 
 def train_grid(smoke: bool):
@@ -159,6 +159,8 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                         detail=detail + detail_suffix)
             wrapped = model = None
             _cleanup(device)
+    ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps, median of "
+             f"{TIMED_STEPS} timed steps; GQA via {gqa}")
     if ctx.skipped:
         ctx.note(f"train_step {strategy}: time budget ran out, {ctx.skipped} points skipped")
 

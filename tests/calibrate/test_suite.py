@@ -343,3 +343,11 @@ def test_smoke_multi_rank_on_cpu_gloo(tmp_path):
     record = yaml.safe_load((tmp_path / "provenance_multi.yaml").read_text())
     assert not [n for n in record["notes"] if "failed" in n], record["notes"]
     assert list(tmp_path.glob("trace_ddp_*.json.gz"))
+
+
+def test_partial_multi_rerun_replaces_only_its_own_rows():
+    pytest.importorskip("torch")
+    from calibrate.multi import section_of
+    assert section_of({"op": "all_reduce", "world_size": "2"}) == "collectives"
+    assert section_of({"strategy": "fsdp", "detail": "FSDP2"}) == "train_fsdp"
+    assert section_of({"strategy": "ddp", "detail": "DDP; traced, timed unprofiled"}) == "trace"
