@@ -19,7 +19,7 @@ from simcluster.cost.elementwise_fit import fit_elementwise
 from simcluster.cost.gemm_fit import GemmDtypeFit, fit_gemm
 from simcluster.cost.moe_fit import fit_moe
 from simcluster.cost.split import SPLIT_RULE, VALIDATION_ONLY, heldout_mask
-from simcluster.cost.tables import MeasuredTables, load_tables
+from simcluster.cost.tables import MeasuredTables, folder_sha256, load_tables, measured_root
 from simcluster.hardware.gpu import GpuSpec
 
 FIT_FILE = "fit.json"
@@ -132,18 +132,20 @@ def read_fit(path: Path) -> Calibration:
 
 def load_calibration(gpu: GpuSpec, folder: Path | None = None) -> Calibration | None:
     """This GPU's calibration fitted on all rows: fit.json when it matches the CSVs it was fitted
-    from, else a fresh fit (not written back). None when no measured tables exist."""
-    tables = load_tables(gpu.name, folder)
-    if not tables.frames:
-        return None
-    path = tables.folder / FIT_FILE
+    from (checked by sha256, without parsing them), else a fresh fit (not written back). None
+    when no measured tables exist."""
+    folder = Path(folder) if folder is not None else measured_root() / gpu.name
+    path = folder / FIT_FILE
     if path.is_file():
         try:
             cal = read_fit(path)
         except FitFileError:
             cal = None
-        wanted = {n: s for n, s in tables.sources_sha256().items() if n not in VALIDATION_ONLY}
+        wanted = {n: s for n, s in folder_sha256(folder).items() if n not in VALIDATION_ONLY}
         if cal is not None and cal.provenance.get("split") == "all" \
                 and cal.provenance.get("sources_sha256") == wanted:
             return cal
+    tables = load_tables(gpu.name, folder)
+    if not tables.frames:
+        return None
     return fit_calibration(tables, gpu, "all")

@@ -102,11 +102,12 @@ class CurveFit:
                 box = [[min(b[i][0] for b in self.boxes.values()), max(b[i][1] for b in self.boxes.values())]
                        for i in range(len(coords))]
                 smoother, extra = self.smoother, list(layout_coords)
-            axes = [np.arange(lo, hi + GRID_STEP, GRID_STEP) if hi > lo else np.array([lo]) for lo, hi in box]
+            step = GRID_STEP if covered else 2 * GRID_STEP     # unseen layouts: smoother, coarser
+            axes = [np.arange(lo, hi + step, step) if hi > lo else np.array([lo]) for lo, hi in box]
             mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
             points = np.column_stack([mesh, np.tile(extra, (len(mesh), 1))]) if extra else mesh
             values = smoother.many(points).reshape([len(a) for a in axes])
-            grid = self._grids[gkey] = ([(float(a[0]), len(a)) for a in axes], values.tolist())
+            grid = self._grids[gkey] = ([(float(a[0]), len(a), step) for a in axes], values.tolist())
         return _multilinear(grid, coords)
 
     def to_json(self) -> dict:
@@ -124,8 +125,8 @@ def _multilinear(grid, coords) -> float:
     """Interpolate a tabulated grid ([(start, count) per axis], values) at coords (clamped)."""
     axes, values = grid
     idx, frac = [], []
-    for (start, count), x in zip(axes, coords):
-        pos = min(max((x - start) / GRID_STEP, 0.0), count - 1.0)
+    for (start, count, step), x in zip(axes, coords):
+        pos = min(max((x - start) / step, 0.0), count - 1.0)
         i = min(int(pos), max(count - 2, 0))
         idx.append(i)
         frac.append(pos - i if count > 1 else 0.0)

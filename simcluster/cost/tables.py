@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from simcluster import catalog
@@ -64,6 +65,12 @@ class MeasuredTables:
         return {name: file_sha256(self.folder / name) for name in sorted(self.frames)}
 
 
+def folder_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of every known measured CSV in `folder`, without parsing them (a fit.json check)."""
+    folder = Path(folder)
+    return {name: file_sha256(folder / name) for name in sorted(REQUIRED) if (folder / name).is_file()}
+
+
 def measured_root() -> Path:
     return catalog.profiles_dir() / "measured"
 
@@ -87,7 +94,7 @@ def _check_column(frame: pd.DataFrame, path: Path, column: str, kind: str) -> pd
     col = frame[column]
     if kind == "num":
         values = pd.to_numeric(col, errors="coerce")
-        bad = values.isna() | ~values.apply(lambda v: v == v and abs(v) != float("inf"))
+        bad = ~np.isfinite(values.to_numpy(float))
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0]) + 2      # +1 header, +1 one-based
             raise MeasuredTableError(f"{path}: row {row} column {column!r}: expected a number, "
