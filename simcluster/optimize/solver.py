@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import pulp
@@ -160,9 +161,14 @@ def solve(
             **(highs_options or {}),
         )
     else:
-        cmd = pulp.PULP_CBC_CMD(
-            msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap_rel, warmStart=warm_start
-        )
+        with warnings.catch_warnings():
+            # PuLP >= 3.3 flags its bundled CBC as going away in 4.0; it is still the fallback
+            # the design names, and the warning would repeat on every solve.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cmd = pulp.PULP_CBC_CMD(
+                msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap_rel,
+                warmStart=warm_start,
+            )
     problem.solve(cmd)
     elapsed_s = time.perf_counter() - started
     objective = pulp.value(problem.objective)
@@ -182,6 +188,8 @@ def solve(
             gap = abs(objective - bound) / max(abs(objective), 1e-12)
         elif status == "optimal":
             bound, gap = objective, 0.0
+    if status == "optimal" and gap is None and objective is not None:
+        bound, gap = objective, 0.0  # proved optimal (within gap_rel) by a solver without a bound API
     if status in ("infeasible", "unbounded", "not_solved"):
         objective = None
         gap = None

@@ -104,3 +104,9 @@ def test_ids_that_clash_in_program_names_are_refused():
              _row("a_1", "A100", 1.0, "aggregated", "short", 1.0)]
     with pytest.raises(GpuMixInputError, match="'a-1' and 'a_1'"):
         solve_gpu_mix(table, {"short": 1.0})
+
+
+def test_cbc_finds_the_same_optimum():
+    result = solve_gpu_mix(TABLE, {"short": 100.0, "long": 9.0}, solver="cbc")
+    assert result.status == "optimal" and result.gap == 0.0
+    assert result.counts == {"a100": 10, "h100": 3}

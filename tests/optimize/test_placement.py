@@ -212,3 +212,9 @@ def test_time_limit_per_layer():
                            max_assignment_vars=100)
     assert result.total_time_s < 3.0
     assert all(r["solve_time_s"] < 1.0 for r in result.layers)
+
+
+def test_cbc_fallback_solves_the_adversarial_case():
+    result = place_experts(np.array([[3.0, 3.0, 2.0]]), 1, 2, 4, time_limit_s=5.0, solver="cbc")
+    assert result.layers[0]["balancedness"] == pytest.approx(1.0)
+    assert result.layers[0]["status"] == "optimal"
