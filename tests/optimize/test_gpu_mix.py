@@ -110,3 +110,23 @@ def test_cbc_finds_the_same_optimum():
     result = solve_gpu_mix(TABLE, {"short": 100.0, "long": 9.0}, solver="cbc")
     assert result.status == "optimal" and result.gap == 0.0
     assert result.counts == {"a100": 10, "h100": 3}
+
+
+# The shared solver (simcluster/optimize/solver.py), exercised on programs small enough to
+# check by hand.
+@pytest.mark.parametrize("prefer", ["highs", "cbc"])
+def test_solver_reports_status_objective_and_gap(prefer):
+    import pulp
+
+    from simcluster.optimize.solver import new_variable, solve
+
+    prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
+    items = [new_variable(prob, f"x{i}", 0, 1, pulp.LpInteger) for i in range(3)]
+    prob += pulp.lpSum(v * w for v, w in zip(items, (6, 5, 4))), "value"
+    prob += pulp.lpSum(v * w for v, w in zip(items, (5, 4, 3))) <= 7, "weight"
+    report = solve(prob, time_limit_s=10, prefer=prefer)
+    assert report.status == "optimal" and report.objective == pytest.approx(9.0)  # items 1 and 2
+    assert report.gap == pytest.approx(0.0, abs=1e-9) and report.solver == prefer
+    assert report.solve_time_s > 0
+    prob += items[0] + items[1] + items[2] >= 3, "all"
+    assert solve(prob, time_limit_s=10, prefer=prefer).status == "infeasible"
