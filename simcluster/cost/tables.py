@@ -96,7 +96,7 @@ def _check_column(frame: pd.DataFrame, path: Path, column: str, kind: str) -> pd
         values = pd.to_numeric(col, errors="coerce")
         bad = ~np.isfinite(values.to_numpy(float))
         if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0]) + 2      # +1 header, +1 one-based
+            row = int(bad.nonzero()[0][0]) + 2      # +1 header, +1 one-based
             raise MeasuredTableError(f"{path}: row {row} column {column!r}: expected a number, "
                                      f"got {col.iloc[row - 2]!r}")
         return values.astype(float)
