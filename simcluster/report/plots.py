@@ -153,17 +153,23 @@ def training_timeline_plot(events: list[dict], n_stages: int, max_stages: int = 
     fig, ax = plt.subplots(figsize=(12.0, 0.75 * stages + 1.4))
     ax.spines[["top", "right"]].set_visible(False)
     lanes = {0: (0.0, 0.5), 1: (0.52, 0.14), 2: (0.68, 0.14)}   # tid -> (offset, height) within a stage row
+    # One bar collection per (stage, lane, colour): thousands of passes draw in one call each.
+    spans: dict[tuple[int, int, str], list[tuple[float, float]]] = {}
+    end_ms = 0.0
     for e in events:
         if e.get("ph") != "X" or e["pid"] >= stages or e["tid"] not in lanes:
             continue
-        off, h = lanes[e["tid"]]
         if e["tid"] == 0:
             name = str(e["name"])
             colour = KIND_COLOURS["optimizer"] if name.startswith("optimizer") else KIND_COLOURS.get(name[:1], PALETTE[3])
         else:
             colour = PALETTE[4] if e["tid"] == 1 else PALETTE[6]
-        ax.broken_barh([(e["ts"] / 1e3, e["dur"] / 1e3)], (e["pid"] + off - 0.4, h), facecolors=colour,
-                       edgecolor="white", linewidth=0.2)
+        spans.setdefault((e["pid"], e["tid"], colour), []).append((e["ts"] / 1e3, e["dur"] / 1e3))
+        end_ms = max(end_ms, (e["ts"] + e["dur"]) / 1e3)
+    for (pid, tid, colour), bars in spans.items():
+        off, h = lanes[tid]
+        ax.broken_barh(bars, (pid + off - 0.4, h), facecolors=colour, edgecolor="white", linewidth=0.2)
+    ax.set_xlim(0, end_ms * 1.01 or 1.0)
     ax.set_yticks(range(stages), [f"stage {s}" for s in range(stages)], fontsize=8)
     ax.set_ylim(-0.5, stages - 0.1)
     ax.invert_yaxis()
