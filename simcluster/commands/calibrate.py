@@ -38,7 +38,18 @@ def calibrate_run(args) -> int:
         print("simcluster: error: calibrate run needs torch and a GPU (pip install simcluster[calibrate])",
               file=sys.stderr)
         return 2
+    if not args.smoke and not _cuda_available():
+        print("simcluster: error: calibrate run needs a CUDA GPU (torch sees none); --smoke checks the code "
+              "path on the CPU", file=sys.stderr)
+        return 2
     return subprocess.call(cmd)
+
+
+def _cuda_available() -> bool:
+    """Ask torch in a child process, so this process never imports it."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.strip() == "True"
 
 
 def _gpus(names: list[str] | None) -> list[str]:

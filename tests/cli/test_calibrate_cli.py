@@ -73,6 +73,20 @@ def test_calibrate_run_print_only(capsys):
     assert "-m calibrate run --out profiles/measured/h100-sxm" in out
 
 
+def test_calibrate_run_without_a_gpu_exits_2(capsys):
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("torch") is not None:
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            pytest.skip("a GPU is present: calibrate run would start measuring")
+    assert main(["calibrate", "run", "--gpu", "h100-sxm"]) == 2
+    err = capsys.readouterr().err
+    assert "needs" in err and len(err.strip().splitlines()) == 1
+
+
 def test_calibrate_fit_writes_fit_json(tmp_path, capsys):
     shutil.copytree("profiles/measured/h100-sxm", tmp_path / "h100-sxm",
                     ignore=shutil.ignore_patterns("fit.json"))
