@@ -151,12 +151,13 @@ def build_program(
     if fixed:
         x_fixed[:, fixed] = incumbent[:, fixed]
     outside = x_fixed.sum(axis=1)
+    totals = incumbent.sum(axis=1) if incumbent is not None else None
     norm = loads * n_gpus / loads.sum() if loads.sum() > 0 else np.zeros(n_logical)
     slots = program.slots_per_gpu
 
     fixed_peak = 0.0
     if fixed:
-        fixed_peak = float(((norm / np.maximum(incumbent.sum(axis=1), 1)) @ x_fixed[:, fixed]).max())
+        fixed_peak = float(((norm / np.maximum(totals, 1)) @ x_fixed[:, fixed]).max())
     prob = pulp.LpProblem("expert_placement", pulp.LpMinimize)
     floor = 0.0 if local_peak else max(peak_floor(program, counts), fixed_peak)
     peak = new_variable(prob, "peak_over_mean", low=min(floor, peak_cap), up=peak_cap)
@@ -166,7 +167,7 @@ def build_program(
     on_gpu = {}
     for e in range(n_logical):
         # An expert also held by a fixed GPU keeps its count; the rest choose among candidates.
-        choices = [int(incumbent[e].sum())] if outside[e] > 0 else [
+        choices = [int(totals[e])] if outside[e] > 0 else [
             k for k in counts[e] if k <= len(free) * slots
         ]
         if outside[e] > 0 and choices[0] == outside[e]:
