@@ -259,6 +259,8 @@ def predicted_vs_measured_png(measured_s, predicted_s, title: str) -> bytes:
     ax.scatter(m, p, s=10, color=PALETTE[0], alpha=0.8)
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)",
            ylabel="predicted (s)", title=title)
+    for axis in (ax.xaxis, ax.yaxis):      # decade labels only: minor labels collide on log axes
+        axis.set_minor_formatter(plt.NullFormatter())
     ax.legend(loc="upper left", frameon=False)
     _style(ax)
     return png(fig)
