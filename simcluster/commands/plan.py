@@ -19,7 +19,8 @@ def plan(args) -> int:
                          progress=not args.json)
     handler = {"serving": _serving, "training": _training, "gpu_mix": _gpu_mix,
                "expert_placement": _placement}[scenario.kind]
-    payload, files, show, ok = handler(scenario, args, sweep)
+    with sweep.session():
+        payload, files, show, ok = handler(scenario, args, sweep)
     if args.out:
         from simcluster.report.output import write_results
         write_results(args.out, {"plan.json": payload, **files})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
@@ -64,6 +65,23 @@ class SweepOptions:
     @property
     def parallelism(self) -> int:
         return self.workers or default_workers()
+
+    @contextmanager
+    def session(self):
+        """Hold one Ray connection across every sweep inside (starting Ray takes seconds); a no-op
+        for the local backend. Sweeps outside a session connect and disconnect each time."""
+        if self.backend != "ray":
+            yield self
+            return
+        ray = _import_ray()
+        owned = not ray.is_initialized()
+        if owned:
+            _ray_init(ray, self.address, self.parallelism)
+        try:
+            yield self
+        finally:
+            if owned:
+                ray.shutdown()
 
 
 def function_name(fn: Callable) -> str:
@@ -167,18 +185,28 @@ def _call(fn, candidate, context):
     return fn(candidate, context)
 
 
-def _run_ray(fn, candidates, todo, context, workers, address, on_result) -> None:
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise SweepError("backend: 'ray' needs the ray package; install it with "
                          "pip install 'simcluster[cluster]'") from None
+    return ray
+
+
+def _ray_init(ray, address: str | None, workers: int) -> None:
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+
+
+def _run_ray(fn, candidates, todo, context, workers, address, on_result) -> None:
+    ray = _import_ray()
     owned = not ray.is_initialized()
     if owned:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        _ray_init(ray, address, workers)
+    pending: list = []
     try:
         task = ray.remote(_call)
         shared = ray.put(context)
@@ -189,7 +217,7 @@ def _run_ray(fn, candidates, todo, context, workers, address, on_result) -> None
             for ref in done:
                 on_result(refs[ref], ray.get(ref))
     except BaseException:
-        for ref in locals().get("pending", []):
+        for ref in pending:
             ray.cancel(ref, force=True)
         raise
     finally:
