@@ -243,11 +243,11 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
     top_shapes = list(dict.fromkeys(_shape(r) for r in ranked))[:tune_top]
     stage2 = [sv for sv in survivors if _shape(sv) in top_shapes and sv not in stage1]
     run.explore(stage2)
-    for sv in survivors:
-        if sv not in stage1 and sv not in stage2:
-            _drop(result.pruned, sv, "not tuned", f"batching variant of a shape outside the best {tune_top}; "
-                                                  f"that shape's first variant was simulated or dominated")
-    if tune_top < len(first):
+    untuned = [sv for sv in survivors if sv not in stage1 and sv not in stage2]
+    for sv in untuned:
+        _drop(result.pruned, sv, "not tuned", f"batching variant of a shape outside the best {tune_top}; "
+                                              f"that shape's first variant was simulated or dominated")
+    if untuned:
         result.notes.append(f"batching limits, chunking and scheduler order were tuned for the best {tune_top} "
                             f"deployment shapes only (search.tune_top)")
     _rank(result, slo)
