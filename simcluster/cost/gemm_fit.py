@@ -14,9 +14,11 @@ from simcluster.hardware.gpu import GpuSpec
 from simcluster.units import dtype_bytes
 
 TILE = 128            # output tile edge of Hopper/Ampere cuBLAS bf16 kernels (CUTLASS 128x128 tiles)
-# Kernel bandwidth in (log2 m, log2 n, log2 k): the best of (0.35..0.75) × (0.75..1.5) under
-# leave-one-(n, k)-family-out cross-validation (fit.choose_bandwidth) on the H100 and H200 tables.
+# Kernel bandwidth in (log2 m, log2 n, log2 k), prior weight and ridge of the residual smoother:
+# the best of bandwidths (0.25..0.75) × (0.5..1.5), priors 0.1..1 and ridges 1..100 under
+# leave-one-(n, k)-family-out cross-validation on the fit split of the H100 and H200 tables.
 SMOOTH_BANDWIDTH = (0.5, 0.75, 0.75)
+SMOOTH_PRIOR_WEIGHT, SMOOTH_RIDGE = 0.1, 1.0
 # Unseen (n, k) families: the correction is tabulated over log2 m on this grid at first use.
 LOG2_M_GRID = np.arange(0.0, 17.01, 0.5)
 THETA0 = (math.log(3e-6), math.log(1.3), math.log(1.2), math.log(3.0), math.log(0.3), 0.0)
@@ -74,7 +76,7 @@ class GemmDtypeFit:
             ys = [resid[sel][lm == x].mean() for x in xs]
             families[(int(key[0]), int(key[1]))] = Interp1D(xs, ys)
         points = np.column_stack([np.log2(m), np.log2(n), np.log2(k)])
-        return cls(theta, families, Smoother(points, resid, SMOOTH_BANDWIDTH),
+        return cls(theta, families, Smoother(points, resid, SMOOTH_BANDWIDTH, SMOOTH_PRIOR_WEIGHT, SMOOTH_RIDGE),
                    {"min": float(m.min()), "max": float(m.max())})
 
     def predict_s(self, m: float, n: float, k: float, dtype: str, gpu: GpuSpec) -> tuple[float, bool]:

@@ -118,3 +118,13 @@ def test_launch_overhead_from_launch_csv():
     eager = frame[frame["mode"] == "eager"].sort_values("n_kernels")
     assert cm.launch.eager_s == pytest.approx(float(eager["time_s"].iloc[-1] / eager["n_kernels"].iloc[-1]), rel=0.2)
     assert cm.launch.cuda_graph_s < cm.launch.eager_s
+
+
+def test_choose_bandwidth_prefers_wide_kernels_for_smooth_residuals():
+    """Leave-one-group-out CV: residuals that vary slowly across groups favour a wide kernel."""
+    from simcluster.cost.fit import choose_bandwidth
+    x = np.array([[m, n] for n in range(8) for m in range(6)], float)
+    smooth = 0.1 * np.sin(x[:, 1] / 3.0)
+    groups = x[:, 1].astype(int)
+    wide, narrow = np.array([1.0, 2.0]), np.array([1.0, 0.2])
+    assert choose_bandwidth(x, smooth, groups, [narrow, wide]) is wide
