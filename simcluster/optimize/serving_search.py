@@ -260,7 +260,8 @@ BATCHING_KEYS = ("max_num_seqs", "max_batched_tokens", "chunked_prefill", "order
 
 def _shape(c: dict) -> tuple:
     """A candidate without its batching knobs: GPU, parallelism, P/D split."""
-    return tuple(c[k] for k in PLAN_KEYS if k not in BATCHING_KEYS)
+    # Rows spell an aggregated plan's P/D ratio '' where candidates have None.
+    return tuple(c[k] or None if k == "pd_ratio" else c[k] for k in PLAN_KEYS if k not in BATCHING_KEYS)
 
 
 class _BranchAndBound:

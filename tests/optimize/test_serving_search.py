@@ -126,6 +126,21 @@ def test_branch_and_bound_finds_the_same_cheapest_plan_as_exhaustive_search(llm,
     assert pruned_run.simulations < full_run.simulations
 
 
+def test_batching_is_tuned_for_the_best_shapes_only(llm, trace):
+    space = small_space(gpus=("h100-sxm", "a100-sxm-80gb", "l40s"), tp=(1,), max_num_seqs=(128, 16))
+    r = search_serving_plans(llm, trace, SLO, space, sweep=SERIAL, capacity_requests=120, cost_method=METHOD,
+                             simulate_at_least=3, tune_top=1)
+    best_gpu = r.best["gpu"]
+    simulated = {(row["gpu"], row["max_num_seqs"]) for row in r.rows}
+    # Stage 1 ran the first variant (seqs128) of every shape, stage 2 the other variant of the best.
+    assert {(g, 128) for g in ("h100-sxm", "a100-sxm-80gb", "l40s")} <= simulated
+    assert (best_gpu, 16) in simulated or any(p["plan"].startswith(best_gpu) and "seqs16" in p["plan"]
+                                              and p["stage"] == "dominated" for p in r.pruned)
+    untuned = [p for p in r.pruned if p["stage"] == "not tuned"]
+    assert {p["plan"].split()[0] for p in untuned} == {"h100-sxm", "a100-sxm-80gb", "l40s"} - {best_gpu}
+    assert any("tune_top" in n for n in r.notes)
+
+
 def test_goodput_per_usd_objective_ranks_by_requests_per_usd(llm, trace):
     r = search_serving_plans(llm, trace, SLO, small_space(), "max_goodput_per_usd", sweep=SERIAL, cost_method=METHOD,
                              capacity_requests=120, simulate_at_least=10)
