@@ -110,12 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel_parsers(esub)
     from simcluster.commands.calibrate import add_calibrate_parser
     add_calibrate_parser(sub)
+    from simcluster.commands.place_experts import add_place_experts_parser
+    add_place_experts_parser(sub)
     return p
 
 
 def _calibrate(args) -> int:
     from simcluster.commands.calibrate import calibrate
     return calibrate(args)
+
+
+def _place_experts(args) -> int:
+    from simcluster.commands.place_experts import place_experts_command
+    return place_experts_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": commands.validate,
         "estimate": commands.estimate,
         "calibrate": _calibrate,
+        "place-experts": _place_experts,
     }[args.command]
     try:
         return handler(args)
