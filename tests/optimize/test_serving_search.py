@@ -52,6 +52,12 @@ def test_tpot_batch_limit_is_the_edge_of_the_target(llm):
     assert decode_step_s(timer, b, 800) <= 0.03 < decode_step_s(timer, b + 1, 800)
     assert tpot_batch_limit(timer, 1e-6, 800, 512) == 0
     assert tpot_batch_limit(timer, None, 800, 512) == 512
+    # More decode slots never lower the bound; no slot, no throughput; without decodes only the
+    # token bound is left: 1 / (P · t_token) with t_token from a full prefill iteration.
+    assert capacity_bound_rps(timer, 500, 100, 64, 4096) >= capacity_bound_rps(timer, 500, 100, 8, 4096)
+    assert capacity_bound_rps(timer, 500, 100, 0, 4096) == 0.0
+    t_token = timer.time_s(n_prefill=1, prefill_new=4096, prefill_ctx=4096) / 4096
+    assert capacity_bound_rps(timer, 500, 1, 8, 4096) == pytest.approx(1 / (501 * t_token))
     assert replicas_lower_bound(10.0, 3.0) == 4 and replicas_lower_bound(9.0, 3.0) == 3
     assert replicas_lower_bound(1.0, 0.0) == math.inf
 
