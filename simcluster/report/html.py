@@ -37,9 +37,9 @@ section p { margin:6px 0 10px; color:#333a48; max-width:980px; }
 .table-wrap { overflow-x:auto; margin:8px 0 4px; }
 table { border-collapse:collapse; font-size:12.5px; width:100%; }
 caption { caption-side:top; text-align:left; color:var(--muted); font-size:12px; padding:4px 0 6px; }
-th { background:#eef1f6; text-align:left; font-weight:600; padding:6px 9px; border-bottom:2px solid #d5dae3;
-     white-space:nowrap; }
-td { padding:5px 9px; border-bottom:1px solid var(--line); white-space:nowrap; }
+th { background:#eef1f6; text-align:left; font-weight:600; padding:6px 8px; border-bottom:2px solid #d5dae3;
+     vertical-align:bottom; }
+td { padding:5px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 tr.best td { background:#eaf6ee; font-weight:600; }
 tbody tr:hover td { background:#f3f6fb; }
