@@ -1,0 +1,1 @@
+"""The serving simulator: replicas, batching policies, KV cache, routers, prefill/decode disaggregation."""
