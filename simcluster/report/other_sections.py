@@ -26,7 +26,7 @@ def scalar_table(rows: list[dict], caption: str, top: int = 30, highlight_first:
     return Table(caption, frame.map(_fmt) if len(frame) else frame, highlight_first=highlight_first)
 
 
-def gpu_mix_sections(payload: dict) -> Report:
+def gpu_mix_sections(payload: dict, scenario=None) -> Report:
     """The report of a GPU-mix plan: demand per bucket, simulated capacities, the program's mix and
     its verification on the whole workload."""
     program = payload.get("program") or {}
@@ -76,6 +76,16 @@ def gpu_mix_sections(payload: dict) -> Report:
         rep.sections.append(Section("Dropped options", tables=[scalar_table(payload["pruned"], "Dropped, and why")]))
     if payload.get("notes"):
         rep.sections.append(Section("Notes", notes=list(payload["notes"])))
+    if scenario is not None and payload.get("capacity_table"):
+        import re
+
+        from simcluster.commands.inputs import scenario_llm
+        from simcluster.report.serving_sections import assumptions_section
+        shapes = []
+        for row in payload["capacity_table"]:
+            tp = re.search(r"TP(\d+)", str(row.get("option", "")))
+            shapes.append((row["gpu"], int(tp.group(1)) if tp else 1, 1, 1))
+        rep.sections.append(assumptions_section(scenario_llm(scenario), shapes, scenario.cost_model))
     return rep
 
 
@@ -151,12 +161,16 @@ def placement_sections(payload: dict, scenario=None) -> Report:
     rep.sections.append(Section("Expert-load heatmaps", [
         "Left to right: the routing loads being placed and the tokens each GPU receives under each placement; "
         "a hot column is a straggler GPU."], figures=figures))
+    rep.sections.append(Section("Assumptions", [
+        "Placement balances routed-token counts only: a GPU's MoE time is taken as proportional to the tokens "
+        "its experts receive, and cross-node traffic to the tokens leaving their node. No kernel cost model is "
+        "involved; the serving and training simulators take the resulting imbalance (moe_imbalance) as input."]))
     return rep
 
 
 def other_sections(kind: str, payload: dict, scenario=None, **options) -> Report:
     if kind == "gpu_mix":
-        return gpu_mix_sections(payload)
+        return gpu_mix_sections(payload, scenario)
     if kind == "expert_placement":
         return placement_sections(payload, scenario)
     rep = Report(title=f"{kind.replace('_', ' ').capitalize()} plan: {payload.get('scenario', '')}",

@@ -53,7 +53,7 @@ def test_expert_placement_report_compares_with_eplb(tmp_path, capsys):
 def test_gpu_mix_report_shows_the_mix_and_its_verification(tmp_path, capsys):
     html = _plan("plan-gpu-mix.yaml", tmp_path / "m", "workload.trace.max_requests=60", "search.tp=[1]",
                  "search.capacity_requests=30", "search.time_limit_s=10")
-    for title in ("Demand and capacities", "The chosen mix", "Verification"):
+    for title in ("Demand and capacities", "The chosen mix", "Verification", "Assumptions"):
         assert f">{title}</h2>" in html
 
 
