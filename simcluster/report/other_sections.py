@@ -46,7 +46,8 @@ def gpu_mix_sections(payload: dict, scenario=None) -> Report:
     rep.facts = [("status", str(program.get("status", "–"))),
                  ("cost", f"{program['objective_usd_per_hour']:.2f} USD/h" if program.get("objective_usd_per_hour")
                   else "–"),
-                 ("simulations", str(payload.get("simulations", "–"))), ("search time", f"{payload.get('wall_s', 0):.1f} s")]
+                 ("simulations", str(payload.get("simulations", "–"))),
+                 ("search time", f"{payload.get('wall_s', 0):.1f} s")]
     demand = pd.DataFrame([{"bucket": b, "req/s": f"{r:.3f}"} for b, r in payload.get("demand_rps", {}).items()])
     rep.sections.append(Section("Demand and capacities", [
         "Requests are bucketed by prompt length; each option's capacity per instance on each bucket's requests "

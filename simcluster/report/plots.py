@@ -88,7 +88,9 @@ def latency_throughput_plot(curves: pd.DataFrame, pct: str, slo: dict) -> bytes:
             ax.legend(frameon=False, fontsize=8)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        # Label only the 2× and 5× minor ticks, so a log axis spanning one decade still reads.
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     axes[0].set_ylabel("goodput (req/s meeting the SLO)")
     axes[1].set_ylabel(f"TTFT {pct} (ms)")
     axes[2].set_ylabel(f"TPOT {pct} (ms)")
@@ -117,7 +119,8 @@ def serving_timeline_plot(iterations: pd.DataFrame, start_s: float, end_s: float
         for kind in ("decode", "prefill", "mixed"):
             sel = mine & (kinds == kind)
             if sel.any():
-                spans = list(zip((it["start_s"].to_numpy()[sel] - start_s) * 1e3, it["duration_s"].to_numpy()[sel] * 1e3))
+                starts_ms = (it["start_s"].to_numpy()[sel] - start_s) * 1e3
+                spans = list(zip(starts_ms, it["duration_s"].to_numpy()[sel] * 1e3))
                 ax.broken_barh(spans, (row - 0.35, 0.7), facecolors=KIND_COLOURS[kind], edgecolor="white",
                                linewidth=0.3)
     ax.set_yticks(range(len(names)), names, fontsize=8)
@@ -161,7 +164,8 @@ def training_timeline_plot(events: list[dict], n_stages: int, max_stages: int = 
             continue
         if e["tid"] == 0:
             name = str(e["name"])
-            colour = KIND_COLOURS["optimizer"] if name.startswith("optimizer") else KIND_COLOURS.get(name[:1], PALETTE[3])
+            optimizer = name.startswith("optimizer")
+            colour = KIND_COLOURS["optimizer"] if optimizer else KIND_COLOURS.get(name[:1], PALETTE[3])
         else:
             colour = PALETTE[4] if e["tid"] == 1 else PALETTE[6]
         spans.setdefault((e["pid"], e["tid"], colour), []).append((e["ts"] / 1e3, e["dur"] / 1e3))

@@ -61,7 +61,8 @@ def training_sections(payload: dict, llm=None, cost_method: str = "calibrated", 
     else:
         rep.verdict, rep.verdict_ok = "No plan in the search space fits in memory.", False
     rep.facts += [("candidates", str(payload.get("candidates", len(rows)))), ("fit in memory", str(len(rows))),
-                  ("simulated", str(payload.get("simulated", "–"))), ("search time", f"{payload.get('wall_s', 0):.1f} s")]
+                  ("simulated", str(payload.get("simulated", "–"))),
+                  ("search time", f"{payload.get('wall_s', 0):.1f} s")]
     ranked = Section("Ranked plans", ["Every candidate is screened analytically (memory, then an estimated step "
                                       "time); the best are simulated in full and ranked by simulated step time."])
     if rows:
@@ -114,7 +115,8 @@ def _best_plan_sections(llm, best: dict, cost_method: str) -> list[Section]:
     timeline.notes.append(f"step {result.time_s:.3f} s: " + ", ".join(
         f"{k.removesuffix('_s').replace('_', ' ')} {v:.3f} s" for k, v in result.breakdown().items()))
     m = result.memory.as_record()
-    parts = {k.removesuffix("_bytes"): v / GIB for k, v in m.items() if k.endswith("_bytes") and k not in ("gpu_memory_bytes", "peak_memory_bytes")
+    totals = ("gpu_memory_bytes", "peak_memory_bytes")
+    parts = {k.removesuffix("_bytes"): v / GIB for k, v in m.items() if k.endswith("_bytes") and k not in totals
              and isinstance(v, (int, float))}
     memory = Section("Memory per GPU", [
         f"Peak memory of the busiest GPU: {result.peak_memory_bytes / GIB:.1f} GiB of "

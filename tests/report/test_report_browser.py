@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.image
-import numpy as np
 import pytest
 
 from simcluster.cli import main
