@@ -49,10 +49,12 @@ def pareto_plot(rows: list[dict], latency_key: str, front_labels: set[str], best
                    facecolors="none", edgecolors="#999999", label="misses the SLO")
     ax.scatter([r["usd_per_hour"] for r in ok], [r[latency_key] * 1e3 for r in ok], s=36, color=PALETTE[0],
                alpha=0.75, label="meets the SLO")
-    front = sorted((r for r in ok if r["plan"] in front_labels), key=lambda r: r["usd_per_hour"])
+    # Rings, not a line: the front is over cost, TTFT and TPOT together, so in this 2-D view its
+    # points need not form a staircase.
+    front = [r for r in ok if r["plan"] in front_labels]
     if front:
-        ax.plot([r["usd_per_hour"] for r in front], [r[latency_key] * 1e3 for r in front], "-o", color=PALETTE[5],
-                markersize=5, linewidth=1.5, label="Pareto front")
+        ax.scatter([r["usd_per_hour"] for r in front], [r[latency_key] * 1e3 for r in front], s=110,
+                   facecolors="none", edgecolors=PALETTE[5], linewidths=1.6, label="on the Pareto front")
     for r in ok:
         if r["plan"] == best_label:
             ax.scatter([r["usd_per_hour"]], [r[latency_key] * 1e3], marker="*", s=260, color=PALETTE[1],

@@ -46,7 +46,6 @@ def plans_table(rows: list[dict], pct: str, top: int) -> Table:
                     "USD/h": _num(r["usd_per_hour"], ".2f"),
                     "req/s per replica": _num(r.get("capacity_rps"), ".2f"),
                     f"TTFT {pct} ms": _ms(r.get(f"ttft_s_{pct}")), f"TPOT {pct} ms": _ms(r.get(f"tpot_s_{pct}")),
-                    "goodput req/s": _num(r.get("goodput_per_s"), ".2f"),
                     "USD / M output tokens": _num(r.get("usd_per_million_output_tokens"), ".3f"),
                     "SLO attainment": _num(r.get("slo_attainment"), ".1%"),
                     "meets SLO": "yes" if r.get("meets_slo") else "no",
