@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from simcluster.cli import main
 from simcluster.llm.spec import load_llm
 from simcluster.report.assumptions import method_summary, op_methods
 from simcluster.report.document import Figure, Report, Section, Table
-from simcluster.report.html import render_html
+from simcluster.report.html import render_html, write_report
 from simcluster.report.markdown import render_markdown
 from simcluster.report.plots import png
 from simcluster.report.schema_doc import unit_of
@@ -40,6 +41,12 @@ def test_training_report_has_ranking_timeline_and_memory(tmp_path, capsys):
         assert f">{title}</h2>" in html
     assert _images(html) >= 2
     assert "TP8 PP2 DP4" in html     # the plans are named in the ranked table
+    # From plan.json alone (no scenario: nothing re-simulated) the ranking and breakdown remain.
+    payload = json.loads((tmp_path / "t" / "plan.json").read_text())
+    write_report(tmp_path / "again", payload)
+    again = (tmp_path / "again" / "report.html").read_text()
+    assert ">Ranked plans</h2>" in again and ">Where the step time goes</h2>" in again
+    assert "Pipeline timeline" not in again
 
 
 def test_expert_placement_report_compares_with_eplb(tmp_path, capsys):
