@@ -168,3 +168,24 @@ def write_report(out_dir: str | Path, payload: dict, scenario=None, progress: bo
     if report.figures():
         written += write_results(Path(out_dir) / "figures", {f"{f.name}.png": f.png for f in report.figures()})
     return written
+
+
+def write_simulation_report(out_dir: str | Path, summary: dict, result, scenario=None) -> list[Path]:
+    """Write report.html and report.md (+ figures/) of one serving simulation into out_dir.
+
+    summary: the JSON summary `simcluster simulate` prints; result: its ServingResult; scenario:
+    the validated Scenario (for the SLO and the cost-model Assumptions section)."""
+    from simcluster.report.markdown import render_markdown
+    from simcluster.report.output import write_results
+    from simcluster.report.serving_sections import simulation_sections
+    llm, slo, cost_method, shapes = None, {}, "calibrated", []
+    if scenario is not None:
+        from simcluster.commands.inputs import scenario_llm
+        llm, slo, cost_method = scenario_llm(scenario), scenario.slo.model_dump(), scenario.cost_model
+        if scenario.serving is not None:
+            shapes = [(r.gpu, r.tp, r.pp, r.ep) for r in scenario.serving.replicas]
+    report = simulation_sections(summary, result, llm, slo, cost_method, shapes)
+    written = write_results(out_dir, {"report.html": render_html(report), "report.md": render_markdown(report)})
+    if report.figures():
+        written += write_results(Path(out_dir) / "figures", {f"{f.name}.png": f.png for f in report.figures()})
+    return written

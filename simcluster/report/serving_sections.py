@@ -216,3 +216,43 @@ def assumptions_section(llm, shapes: list[tuple[str, int, int, int]], cost_metho
         tables=[Table("Methods per GPU and op family (share of predicted time)", summary)])
     sec.notes.extend(notes)
     return sec
+
+
+def simulation_sections(summary: dict, result, llm=None, slo: dict | None = None, cost_method: str = "calibrated",
+                        shapes: list[tuple[str, int, int, int]] = ()) -> Report:
+    """The report of one serving simulation (`simcluster simulate`): headline numbers, the
+    iteration timeline, KV-cache use and the cost-model methods of the deployment's shapes.
+    summary: ServingResult.summary(slo) (plus 'scenario'); result: the ServingResult; shapes:
+    (gpu, tp, pp, ep) of the replica groups, for the Assumptions section."""
+    slo = slo or {}
+    pct = f"p{float(slo.get('percentile', 90)):g}"
+    rep = Report(title=f"Serving simulation: {summary.get('scenario', '')}",
+                 subtitle=f"{summary.get('requests', 0)} requests · {summary.get('gpu_count', '?')} GPUs · "
+                          f"{summary.get('price_usd_per_hour', 0):.2f} USD/h · SLO {slo_text(slo)}")
+    met = summary.get("slo_met")
+    if met is not None:
+        rep.verdict = (f"The deployment {'meets' if met else 'misses'} the SLO: "
+                       f"{summary.get('slo_attainment', 0):.1%} of requests within every target.")
+        rep.verdict_ok = bool(met)
+    rep.facts = [(f"TTFT {pct}", f"{_ms(summary.get(f'ttft_s_{pct}'))} ms"),
+                 (f"TPOT {pct}", f"{_ms(summary.get(f'tpot_s_{pct}'))} ms"),
+                 ("throughput", f"{summary.get('request_throughput_per_s', 0):.2f} req/s"),
+                 ("output tokens/s", f"{summary.get('output_token_throughput_per_s', 0):,.0f}"),
+                 ("USD / M output tokens", _num(summary.get("usd_per_million_output_tokens"), ".3f"))]
+    rows = [{"metric": k, "value": _num(v, ".4g") if isinstance(v, float) else str(v)}
+            for k, v in summary.items() if isinstance(v, (int, float, bool, str))]
+    rep.sections.append(Section("Summary", tables=[Table("Every summary metric (SI units: s, tokens, USD)",
+                                                         pd.DataFrame(rows))]))
+    it = result.iterations
+    if not it.empty:
+        start, end = timeline_window(it)
+        rep.sections.append(Section("Iteration timeline", [
+            f"Batch iterations per replica over {(end - start) * 1e3:.0f} ms in the middle of the run."],
+            figures=[Figure("timeline", "Batch iterations per replica", plots.serving_timeline_plot(it, start, end))]))
+        if {"kv_used_tokens", "kv_capacity_tokens"} <= set(it.columns):
+            rep.sections.append(Section("KV-cache use over time", [
+                "Fraction of each replica's KV-cache capacity holding live sequences."],
+                figures=[Figure("kv_cache", "KV-cache use per replica", plots.kv_cache_plot(it))]))
+    if llm is not None and shapes:
+        rep.sections.append(assumptions_section(llm, list(shapes), cost_method))
+    return rep

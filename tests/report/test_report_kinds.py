@@ -93,3 +93,18 @@ def test_assumptions_name_the_method_of_each_family():
                                         ("budget_usd_per_hour", "USD/hour"), ("seq_len", "tokens"), ("tp", "")])
 def test_units_are_read_off_key_names(name, unit):
     assert unit_of(name) == unit
+
+
+def test_simulation_report_of_a_disaggregated_deployment(tmp_path):
+    from simcluster.commands.simulate import run_scenario
+    from simcluster.report.html import write_simulation_report
+    from simcluster.scenario import load_scenario
+    scenario = load_scenario(ROOT / "scenarios/serve-llama70b-disagg.yaml", ["workload.synthetic.n_requests=40"])
+    result = run_scenario(scenario)
+    summary = {"scenario": scenario.name, **result.summary(scenario.slo.model_dump())}
+    write_simulation_report(tmp_path / "s", summary, result, scenario)
+    html = (tmp_path / "s" / "report.html").read_text()
+    for title in ("Summary", "Iteration timeline", "KV-cache use over time", "Assumptions"):
+        assert f">{title}</h2>" in html
+    # The headline TTFT is the simulation's own number.
+    assert _images(html) >= 2 and f"{summary['ttft_s_p90'] * 1e3:.1f} ms" in html
