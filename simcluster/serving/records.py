@@ -56,10 +56,10 @@ class RequestRecords:
         """Finished requests in id order with the columns metrics.summarize expects."""
         col = self.column
         idx = np.flatnonzero(col("finished"))
-        labels = np.asarray(names, dtype=object)
+        labels = list(names)       # replica names are unique (group and index are in them)
         return pd.DataFrame({
             "request_id": idx.astype(np.int64),
-            "replica": labels[col("replica")[idx]] if len(idx) else np.array([], dtype=object),
+            "replica": pd.Categorical.from_codes(col("replica")[idx], categories=labels),
             "arrival_s": np.asarray(trace.arrival_s)[idx],
             "prompt_tokens": np.asarray(trace.prompt_tokens)[idx].astype(np.int64),
             "output_tokens": np.asarray(trace.output_tokens)[idx].astype(np.int64),
@@ -69,28 +69,41 @@ class RequestRecords:
             "finish_s": col("finish_s")[idx],
             "preemptions": col("preemptions")[idx].astype(np.int64),
             "max_itl_s": col("max_itl_s")[idx],
-            "prefill_replica": labels[col("prefill_replica")[idx]] if len(idx) else np.array([], dtype=object),
+            "prefill_replica": pd.Categorical.from_codes(col("prefill_replica")[idx], categories=labels),
             "kv_transfer_s": col("kv_transfer_s")[idx],
         })
 
 
+INTEGER_COLUMNS = ("n_prefill", "prefill_tokens", "n_decode", "kv_used_blocks", "preemptions", "n_running", "n_waiting")
+
+
 def iteration_frame(replicas) -> pd.DataFrame:
-    """One row per iteration of every scheduler of every replica, in replica order."""
-    frames = []
-    for r in replicas:
-        for engine, (sched, log) in enumerate(zip(r.schedulers, r.logs)):
-            cols = log.table()
-            n = len(cols["start_s"])
-            f = pd.DataFrame({"replica": np.full(n, r.name, dtype=object), "engine": np.full(n, engine), **cols})
-            for c in ("n_prefill", "prefill_tokens", "n_decode", "kv_used_blocks", "preemptions", "n_running",
-                      "n_waiting"):
-                f[c] = f[c].astype(np.int64)
-            f["kv_used_tokens"] = f["kv_used_blocks"] * sched.block_size
-            f["kv_capacity_tokens"] = sched.kv.total * sched.block_size
-            frames.append(f)
-    if not frames:
+    """One row per iteration of every scheduler of every replica, in replica order.
+
+    Built column by column from the logs (one copy of the data); replica names are categorical so a
+    million-row frame does not hold a million string references.
+    """
+    logs, owner, engine, block, capacity = [], [], [], [], []
+    for ri, r in enumerate(replicas):
+        for e, (sched, log) in enumerate(zip(r.schedulers, r.logs)):
+            logs.append(np.frombuffer(log.rows, dtype=np.float64).reshape(-1, len(COLUMNS)))
+            n = len(logs[-1])
+            owner.append(np.full(n, ri, dtype=np.int32))
+            engine.append(np.full(n, e, dtype=np.int16))
+            block.append(np.full(n, sched.block_size, dtype=np.int64))
+            capacity.append(np.full(n, sched.kv.total * sched.block_size, dtype=np.int64))
+    names = [r.name for r in replicas]
+    if not logs:
         return pd.DataFrame(columns=["replica", "engine", *COLUMNS, "kv_used_tokens", "kv_capacity_tokens"])
-    return pd.concat(frames, ignore_index=True)
+    data = np.concatenate(logs)
+    columns = {"replica": pd.Categorical.from_codes(np.concatenate(owner), categories=names),
+               "engine": np.concatenate(engine)}
+    for i, c in enumerate(COLUMNS):
+        columns[c] = data[:, i].astype(np.int64) if c in INTEGER_COLUMNS else data[:, i].copy()
+    del data
+    columns["kv_used_tokens"] = columns["kv_used_blocks"] * np.concatenate(block)
+    columns["kv_capacity_tokens"] = np.concatenate(capacity)
+    return pd.DataFrame(columns)
 
 
 def replica_frame(replicas, groups) -> pd.DataFrame:

@@ -308,24 +308,28 @@ class Scheduler:
                         self._make_room_for_decodes()
                 if swapped:
                     self._swap_in(now)
+                n_dec = len(decoding)
                 if not prefill_first and (waiting or prefilling):
-                    chunks = self._admit(budget - len(decoding), now)
-            n_dec = len(decoding) if decode else 0
+                    chunks = self._admit(budget - n_dec, now)
+                    n_dec = len(decoding)        # sequences whose KV arrived join at once
+            else:
+                n_dec = 0
             if not chunks and not n_dec:
                 # Nothing can run (blocks held by hand-offs, or swapped sequences wait for room).
                 self._wake = env.event()
                 yield self._wake
                 continue
             if chunks:
+                n_pre = len(chunks)
                 new = ctx = 0
                 pairs = 0.0
                 for s, n in chunks:
                     new += n
                     ctx += s.done + n
                     pairs += n * (s.done + (n + 1) / 2.0)
-                times, flops, bytes_ = step(len(chunks), new, ctx, pairs, n_dec, self.decode_ctx + n_dec)
+                times, flops, bytes_ = step(n_pre, new, ctx, pairs, n_dec, self.decode_ctx + n_dec)
             else:
-                new = 0
+                n_pre = new = 0
                 times, flops, bytes_ = step(0, 0, 0, 0.0, n_dec, self.decode_ctx + n_dec)
             swap_s = self._swap_s
             if single_stage:
@@ -335,7 +339,7 @@ class Scheduler:
                 times = (times[0] + swap_s,) + times[1:]
                 busy = sum(times) / len(times)
                 end = self.pipeline.run(now, times)
-            rows.extend((now, end - now, busy, len(chunks), new, n_dec, kv.used - len(lru) * kv.unit_blocks,
+            rows.extend((now, end - now, busy, n_pre, new, n_dec, kv.used - len(lru) * kv.unit_blocks,
                          flops, bytes_, swap_s, self._preempted, len(running), len(waiting) + len(swapped)))
             if swap_s or self._preempted:
                 self._swap_s = 0.0

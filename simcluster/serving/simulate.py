@@ -224,8 +224,9 @@ def _named(records: RequestRecords, trace, names: dict, disaggregated: bool) -> 
     idx = frame["request_id"].to_numpy()
     handed = records.column("handed")[idx].astype(bool)
     replica = records.column("replica")[idx]
-    front = np.asarray(names["front"], dtype=object)
-    decode = np.asarray(names["decode"] or [""], dtype=object)
-    frame["prefill_replica"] = front[records.column("prefill_replica")[idx]]
-    frame["replica"] = np.where(handed, decode[np.where(handed, replica, 0)], front[np.where(handed, 0, replica)])
+    n_front = len(names["front"])
+    frame["prefill_replica"] = pd.Categorical.from_codes(records.column("prefill_replica")[idx],
+                                                         categories=names["front"])
+    codes = np.where(handed, n_front + replica, replica)
+    frame["replica"] = pd.Categorical.from_codes(codes, categories=names["front"] + names["decode"])
     return frame

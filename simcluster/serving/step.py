@@ -45,6 +45,7 @@ class _Linear:
         self.f, self.b = flops_per_unit, bytes_per_unit
         self.flops_per_s, self.bytes_per_s = flops_per_s, bytes_per_s
         self.min_kernel_s, self.gap_s = min_kernel_s, gap_s
+        self.floor_s = max(min_kernel_s, gap_s)
 
     def per_layer(self, x: float, y: float, z: float) -> tuple[float, float, float]:
         """(seconds incl. launch gap, FLOPs, bytes) of one layer's op for aggregates (x, y, z)."""
@@ -75,8 +76,11 @@ class StepTimer:
         self._exact: dict[int, tuple[tuple[float, ...], float, float]] = {}
         self._attn: dict[tuple, tuple[float, float, float]] = {}
         self.attention_scale = llm.n_layers * tp     # per-layer per-GPU attention -> whole replica
+        self._flat: dict[int, tuple[float, float, float]] = {}   # decode-only memo (pp 1, roofline)
         self._logits: dict[int, tuple[float, float, float]] = {}
         self._fast = type(cost.kernels) is RooflineKernels
+        if not (self._fast and pp == 1):
+            self._flat = None
         if self._fast:
             self._prefill_rf = self._coefficients("prefill")
             self._decode_rf = self._coefficients("decode")
@@ -202,6 +206,22 @@ class StepTimer:
         tokens = prefill_new + n_decode
         if tokens == 0:
             return (0.0,) * self.pp, 0.0, 0.0
+        if not n_prefill and self._flat is not None:
+            # Decode-only iteration of a one-stage roofline replica: the hot path, one memo lookup
+            # and the closed-form attention inlined.
+            flat = self._flat.get(n_decode)
+            if flat is None:
+                flat = self._flat[n_decode] = self._flat_linear(n_decode)
+            rf = self._decode_rf
+            f = rf.f[0] * n_decode + rf.f[1] * decode_ctx
+            b = rf.b[0] * n_decode + rf.b[1] * decode_ctx
+            t = f / rf.flops_per_s
+            if b / rf.bytes_per_s > t:
+                t = b / rf.bytes_per_s
+            if rf.floor_s > t:
+                t = rf.floor_s
+            scale = self.attention_scale
+            return (flat[0] + t * self.layers[0],), flat[1] + f * scale, flat[2] + b * scale
         body = self._body.get(tokens)
         if body is None:
             body = self.body(tokens)
@@ -217,6 +237,13 @@ class StepTimer:
         times[0] += self.cpu_overhead_s
         times[-1] += logits[0]
         return tuple(times), flops, bytes_
+
+    def _flat_linear(self, n_decode: int) -> tuple[float, float, float]:
+        """One-stage decode-only linear part: (seconds incl. CPU overhead, FLOPs, bytes) of all GPUs."""
+        body = self.body(n_decode)
+        logits = self.logits(n_decode)
+        return (body[0][0] + logits[0] + self.cpu_overhead_s, (body[1] + logits[1]) * self.tp,
+                (body[2] + logits[2]) * self.tp)
 
     def time_s(self, n_prefill: int = 0, prefill_new: int = 0, prefill_ctx: int = 0, prefill_pairs: float = 0.0,
                n_decode: int = 0, decode_ctx: int = 0) -> float:
