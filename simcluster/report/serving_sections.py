@@ -86,8 +86,11 @@ def latency_curves(llm, trace, rows: list[dict], slo: dict, cost_method: str, ro
 
 
 def timeline_window(iterations: pd.DataFrame, n_iterations: int = 80) -> tuple[float, float]:
-    """A window in the busy middle of the run holding about n_iterations of the first replica."""
-    first = iterations[iterations["replica"] == iterations["replica"].iloc[0]]
+    """A window in the busy middle of the run holding about n_iterations of the busiest replica
+    (with P/D pools, the decode replica: prefill replicas iterate only when prompts arrive)."""
+    if iterations.empty:
+        return 0.0, 1.0
+    first = iterations[iterations["replica"] == iterations["replica"].value_counts().index[0]]
     if first.empty:
         return 0.0, 1.0
     mid = len(first) * 2 // 5
@@ -239,10 +242,18 @@ def simulation_sections(summary: dict, result, llm=None, slo: dict | None = None
                  ("throughput", f"{summary.get('request_throughput_per_s', 0):.2f} req/s"),
                  ("output tokens/s", f"{summary.get('output_token_throughput_per_s', 0):,.0f}"),
                  ("USD / M output tokens", _num(summary.get("usd_per_million_output_tokens"), ".3f"))]
-    rows = [{"metric": k, "value": _num(v, ".4g") if isinstance(v, float) else str(v)}
-            for k, v in summary.items() if isinstance(v, (int, float, bool, str))]
-    rep.sections.append(Section("Summary", tables=[Table("Every summary metric (SI units: s, tokens, USD)",
-                                                         pd.DataFrame(rows))]))
+    stats = ("mean", "p50", "p90", "p99")
+    latency = [{"latency": name, **{f"{q} ms": _ms(summary.get(f"{name}_s_{q}")) for q in stats}}
+               for name in ("ttft", "tpot", "itl", "max_itl", "e2e", "queue") if f"{name}_s_p50" in summary]
+    others = [{"metric": k, "value": _num(v, ".4g") if isinstance(v, float) else str(v)}
+              for k, v in summary.items()
+              if isinstance(v, (int, float, bool, str)) and not any(k.endswith(f"_s_{q}") for q in stats)]
+    half = (len(others) + 1) // 2
+    pairs = pd.concat([pd.DataFrame(others[:half]).reset_index(drop=True),
+                       pd.DataFrame(others[half:]).reset_index(drop=True)], axis=1).fillna("")
+    rep.sections.append(Section("Summary", tables=[Table("Latency percentiles per request (ms)", pd.DataFrame(latency)),
+                                                   Table("Every other summary metric (SI units: s, tokens, USD)",
+                                                         pairs)]))
     it = result.iterations
     if not it.empty:
         start, end = timeline_window(it)
