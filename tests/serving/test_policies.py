@@ -152,3 +152,27 @@ def test_same_inputs_give_identical_frames(llm, group, poisson_trace):
     pd.testing.assert_frame_equal(a.requests, b.requests)
     pd.testing.assert_frame_equal(a.iterations, b.iterations)
     assert a.summary() == b.summary() or str(a.summary()) == str(b.summary())
+
+
+def test_one_event_per_iteration_however_many_tokens(llm, group, monkeypatch):
+    """SimPy events = iterations + at most two per request (its arrival, waking an idle replica):
+    nothing is scheduled per token, so ten times the output tokens add iterations, not events per
+    iteration or per token."""
+    import simpy
+    count = {"events": 0}
+    step = simpy.Environment.step
+
+    def counting(self):
+        count["events"] += 1
+        return step(self)
+    monkeypatch.setattr(simpy.Environment, "step", counting)
+    per_iteration = []
+    for output in (50, 500):
+        count["events"] = 0
+        trace = Trace("t", np.linspace(0, 5, 100), np.full(100, 300), np.full(100, output))
+        res = run(llm, group, trace)
+        iterations = len(res.iterations)
+        assert count["events"] <= iterations + 2 * 100 + 2
+        assert iterations < 100 * output / 10          # batches, not tokens, drive the event count
+        per_iteration.append(iterations)
+    assert per_iteration[1] > per_iteration[0]
