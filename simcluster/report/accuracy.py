@@ -81,7 +81,35 @@ def kernel_predictions(cal: Calibration, tables: MeasuredTables, gpu: GpuSpec) -
             if curve is not None:
                 t, c = curve.predict_s(r.bytes)
                 add("collectives", f"{r.op} n{r.world_size:g} {r.bytes:g}B", r.time_s, t, c)
+    rows += unmeasured_world_predictions(tables, gpu)
     return pd.DataFrame(rows, columns=["gpu", "family", "shape", "measured_s", "predicted_s", "method"])
+
+
+def unmeasured_world_predictions(tables: MeasuredTables, gpu: GpuSpec) -> list[dict]:
+    """The largest measured world size predicted from the smaller ones only, through the closed
+    forms on measured bus efficiencies: how far the 'fitted' path for unmeasured group sizes is
+    off (family 'collectives_unmeasured_world')."""
+    from simcluster.cost.collectives import LinkParams
+    from simcluster.cost.collectives_fit import CalibratedCollectives, fit_collectives, link_efficiency
+    from simcluster.hardware.node import default_node_for
+
+    frame = tables.get("collectives.csv")
+    if frame is None or frame["world_size"].nunique() < 2:
+        return []
+    top = int(frame["world_size"].max())
+    curves = fit_collectives(frame[frame["world_size"] < top])
+    node = default_node_for(gpu.name)
+    links = LinkParams.from_node(node)
+    eff = link_efficiency(curves, node.intra_node_bandwidth_bytes_per_s, node.intra_node_latency_s)
+    model = CalibratedCollectives(links, node.intra_node_bandwidth_bytes_per_s, curves, eff, False)
+    out = []
+    for r in frame[frame["world_size"] == top].itertuples():
+        if r.op in {op for op, _ in curves}:
+            t, method = model.time_s(r.op, r.bytes, top)
+            out.append({"gpu": gpu.name, "family": "collectives_unmeasured_world",
+                        "shape": f"{r.op} n{top} {r.bytes:g}B", "measured_s": float(r.time_s),
+                        "predicted_s": float(t), "method": method})
+    return out
 
 
 def fit_moe_impl(tables: MeasuredTables) -> str | None:
