@@ -42,6 +42,7 @@ class CollectiveCurve:
     residual: Interp1D
     overhead_s: float = 0.0
     sharpness: float = 2.0
+    peak_bus_bytes_per_s: float = 0.0   # the best measured busbw (nccl-tests' headline figure)
 
     @classmethod
     def fit(cls, op: str, world_size: int, size_bytes, time_s) -> "CollectiveCurve":
@@ -55,8 +56,9 @@ class CollectiveCurve:
         resid = np.log(t) - np.log(model(theta))
         xs = np.log2(s)
         ux = np.unique(xs)
+        peak = float((s / t).max() * bus_factor(op, world_size))
         return cls(op, world_size, overhead + floor, bandwidth,
-                   Interp1D(ux, [resid[xs == x].mean() for x in ux]), overhead, 1.0 + sharp)
+                   Interp1D(ux, [resid[xs == x].mean() for x in ux]), overhead, 1.0 + sharp, peak)
 
     def base_s(self, size_bytes: float) -> float:
         floor = self.latency_s - self.overhead_s
@@ -68,18 +70,21 @@ class CollectiveCurve:
         return (base * math.exp(r), True) if r is not None else (base, False)
 
     def bus_bandwidth_bytes_per_s(self) -> float:
-        """nccl-tests busbw of the large-message line: algbw × bus factor."""
-        return self.bandwidth_bytes_per_s * bus_factor(self.op, self.world_size)
+        """The best measured nccl-tests busbw (algbw × bus factor); the fitted line's when the
+        curve was built without rows."""
+        return self.peak_bus_bytes_per_s or self.bandwidth_bytes_per_s * bus_factor(self.op, self.world_size)
 
     def to_json(self) -> dict:
         return {"op": self.op, "world_size": self.world_size, "latency_s": self.latency_s,
                 "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "residual": self.residual.to_json(),
-                "overhead_s": self.overhead_s, "sharpness": self.sharpness}
+                "overhead_s": self.overhead_s, "sharpness": self.sharpness,
+                "peak_bus_bytes_per_s": self.peak_bus_bytes_per_s}
 
     @classmethod
     def from_json(cls, d: dict) -> "CollectiveCurve":
         return cls(d["op"], int(d["world_size"]), float(d["latency_s"]), float(d["bandwidth_bytes_per_s"]),
-                   Interp1D.from_json(d["residual"]), float(d.get("overhead_s", 0.0)), float(d.get("sharpness", 2.0)))
+                   Interp1D.from_json(d["residual"]), float(d.get("overhead_s", 0.0)), float(d.get("sharpness", 2.0)),
+                   float(d.get("peak_bus_bytes_per_s", 0.0)))
 
 
 def fit_collectives(frame) -> dict[tuple[str, int], CollectiveCurve]:
