@@ -81,12 +81,25 @@ def accuracy_rows(names: list[str], folder_root: str | None = None):
     import pandas as pd
 
     from simcluster.report.accuracy import accuracy_report
+    from simcluster.cost.calibrated import nearest_measured_gpu
+    from simcluster.cost.calibration import load_calibration
+    from simcluster.report.accuracy import summarize, transfer_predictions
     rows, preds = [], []
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     for name in names:
-        tables = load_tables(name, Path(folder_root) / name if folder_root else None)
+        folder = Path(folder_root) / name if folder_root else None
+        tables = load_tables(name, folder)
         summary, p = accuracy_report(tables, load_gpu(name))
-        order = {f: i for i, f in enumerate(FAMILY_ORDER)}
-        rows += sorted(summary, key=lambda r: order.get(r["family"], 99))
+        # The 'transferred' path: this GPU predicted from the nearest other measured GPU.
+        others = [load_gpu(n) for n in measured_gpus(Path(folder_root) if folder_root else None) if n != name]
+        source = nearest_measured_gpu(load_gpu(name), others)
+        if source is not None:
+            src_folder = Path(folder_root) / source.name if folder_root else None
+            t = transfer_predictions(load_calibration(source, src_folder), tables, load_gpu(name))
+            t["family"] = t["family"] + "_from_" + source.name
+            summary += summarize(t)
+            p = pd.concat([p, t], ignore_index=True)
+        rows += sorted(summary, key=lambda r: (order.get(r["family"], 99), r["family"]))
         preds.append(p)
     return rows, (pd.concat(preds, ignore_index=True) if preds else pd.DataFrame())
 

@@ -157,6 +157,17 @@ def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.
     return pd.DataFrame(rows)
 
 
+def transfer_predictions(source: Calibration, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
+    """Every held-out kernel row of `gpu` predicted from another GPU's calibration on this GPU's
+    datasheet peaks: the accuracy of the 'transferred' path (families '<family>_transferred')."""
+    cal = Calibration(source.gpu, source.gemm, source.prefill, source.decode, source.moe, source.elementwise)
+    preds = kernel_predictions(cal, tables, gpu)
+    preds = preds[~preds["family"].str.startswith("collectives")].copy()
+    preds["family"] = preds["family"] + "_transferred"
+    preds["method"] = "transferred"
+    return preds
+
+
 def summarize(predictions: pd.DataFrame) -> list[dict]:
     """Per (gpu, family): n held-out points, MAPE, p90 and max absolute percentage error."""
     out = []

@@ -85,3 +85,18 @@ def test_whole_model_threshold(report, family):
 def test_predictions_are_positive_and_finite(report):
     preds = report[1]
     assert np.isfinite(preds["predicted_s"]).all() and (preds["predicted_s"] > 0).all()
+
+
+# No issue threshold for the 'transferred' path; this guard keeps the transfer rule useful.
+TRANSFER_GEMM_GUARD_PCT = 10.0
+
+
+@pytest.mark.skipif(len(GPUS) < 2, reason="needs two measured GPUs")
+def test_transferred_gemm_from_the_other_gpu():
+    from simcluster.cost.calibration import load_calibration
+    from simcluster.report.accuracy import transfer_predictions
+    target, source = load_gpu(GPUS[0]), load_gpu(GPUS[1])
+    preds = transfer_predictions(load_calibration(source), load_tables(target.name), target)
+    g = preds[preds["family"].str.startswith("gemm")]
+    assert len(g) >= 100 and (g["method"] == "transferred").all()
+    assert float(ape(g["predicted_s"], g["measured_s"]).mean()) <= TRANSFER_GEMM_GUARD_PCT
