@@ -75,7 +75,7 @@ def main() -> None:
     for r in rows:
         t.add_row(str(r["gpu_types"]), str(r["candidates"]), str(r["simulated_plans"]), str(r["simulations"]),
                   f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", r["best"])
-    Console().print(t)
+    Console(width=200).print(t)
 
 
 if __name__ == "__main__":

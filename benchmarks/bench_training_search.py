@@ -65,7 +65,7 @@ def main() -> None:
     for r in rows:
         t.add_row(str(r["n_gpus"]), str(r["candidates"]), str(r["fit"]), str(r["simulated"]), f"{r['estimate_s']:.1f}",
                   f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", r["best"])
-    Console().print(t)
+    Console(width=200).print(t)
 
 
 if __name__ == "__main__":
