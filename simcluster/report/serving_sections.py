@@ -160,10 +160,13 @@ def serving_sections(payload: dict, llm=None, trace=None, cost_method: str = "ca
     if payload.get("pruned"):
         pruned = pd.DataFrame(payload["pruned"], columns=["plan", "stage", "reason"])
         counts = pruned["stage"].value_counts()
+        shown = pruned.groupby("stage", sort=False).head(10)
         rep.sections.append(Section("Dropped candidates", [
-            "Every candidate that was not verified, with the stage that dropped it: "
-            + ", ".join(f"{n} at '{stage}'" for stage, n in counts.items()) + "."],
-            tables=[Table("Dropped candidates and why", pruned)]))
+            "Candidates that were not verified, with the stage that dropped them: "
+            + ", ".join(f"{n} at '{stage}'" for stage, n in counts.items())
+            + (f"; up to 10 per stage are listed ({len(shown)} of {len(pruned)}, all in pruned.csv)."
+               if len(shown) < len(pruned) else ".")],
+            tables=[Table("Dropped candidates and why", shown)]))
 
     if llm is not None and rows:
         rep.sections.append(assumptions_section(llm, [(r["gpu"], r["tp"], r.get("pp", 1), r.get("ep", 1))
