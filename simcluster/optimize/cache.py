@@ -51,6 +51,25 @@ def canonical(obj):
                      f"numpy arrays, dataclasses or pydantic models")
 
 
+def code_fingerprint(*modules) -> str:
+    """SHA-256 of the source files of the given modules' packages: a cached result is only reused
+    by the code that computed it (a fix in the simulator invalidates old results)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        folder = Path(module.__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def object_fingerprint(obj) -> str:
+    """SHA-256 of an object's pickle (e.g. a fitted cost model): equal objects built the same way
+    pickle the same; when they do not, the cache is merely missed."""
+    import pickle
+    return hashlib.sha256(pickle.dumps(obj, protocol=4)).hexdigest()
+
+
 def stable_hash(*parts) -> str:
     """Hex SHA-256 of the canonical JSON of `parts`; equal for equal values in any process.
 

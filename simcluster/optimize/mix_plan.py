@@ -19,7 +19,6 @@ import numpy as np
 
 from simcluster.cost import cost_model_for
 from simcluster.llm.spec import LlmSpec
-from simcluster.optimize.cache import stable_hash
 from simcluster.optimize.gpu_mix import solve_gpu_mix
 from simcluster.optimize.serving_capacity import (
     ServingInputs,
@@ -29,7 +28,7 @@ from simcluster.optimize.serving_capacity import (
     replica_groups,
     slo_holds,
 )
-from simcluster.optimize.serving_search import PLAN_KEYS, ServingSpace, screen
+from simcluster.optimize.serving_search import PLAN_KEYS, ServingSpace, screen, serving_fingerprint
 from simcluster.optimize.sweep import SweepOptions
 from simcluster.serving.simulate import simulate_serving
 from simcluster.workload import Trace
@@ -92,8 +91,7 @@ def plan_gpu_mix(llm: LlmSpec, trace: Trace, slo: dict, space: ServingSpace, buc
         if not chosen:
             continue
         inputs = ServingInputs(llm, sub, slo, cost_method, router, capacity_requests, costs=models)
-        fingerprint = stable_hash(llm, sub.arrival_s, sub.prompt_tokens, sub.output_tokens, slo, cost_method, router,
-                                  capacity_requests, inputs.rate_tolerance)
+        fingerprint = serving_fingerprint(inputs)
         out = sweep.run(replica_capacity, [{k: s[k] for k in (*PLAN_KEYS, "rate_hi_rps")} for s in chosen],
                         inputs, fingerprint, f"capacity of bucket {name}")
         for s, cap, fresh in zip(chosen, out.results, out.fresh):

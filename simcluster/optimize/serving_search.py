@@ -32,7 +32,7 @@ from simcluster.hardware.gpu import load_gpu
 from simcluster.hardware.node import default_node_for
 from simcluster.llm.memory import serving_memory
 from simcluster.llm.spec import LlmSpec
-from simcluster.optimize.cache import stable_hash
+from simcluster.optimize.cache import code_fingerprint, object_fingerprint, stable_hash
 from simcluster.optimize.pareto import pareto_front
 from simcluster.optimize.serving_bounds import (
     capacity_bound_rps,
@@ -226,8 +226,7 @@ def search_serving_plans(llm: LlmSpec, trace, slo: dict, space: ServingSpace, ob
     survivors, pruned = screen(llm, trace, slo, space, rate, cost_method, models)
     survivors.sort(key=lambda s: (_optimistic(s, objective), candidate_label(s)))
     inputs = ServingInputs(llm, trace, slo, cost_method, router, capacity_requests, costs=models)
-    fingerprint = stable_hash(llm, trace.arrival_s, trace.prompt_tokens, trace.output_tokens, slo,
-                              cost_method, router, capacity_requests, inputs.rate_tolerance)
+    fingerprint = serving_fingerprint(inputs)
     result = SearchResult([], pruned, objective, rate, len(candidates))
     if True not in space.disaggregated:
         result.notes.append("disaggregated prefill/decode plans were not asked for (search.disaggregated: [false])")
@@ -332,6 +331,17 @@ class _BranchAndBound:
                        requests_per_usd_at_capacity=cap["capacity_rps"] * 3600.0 / c["usd_per_hour_per_replica"])
             result.rows.append(row)
             self._update(row)
+
+
+def serving_fingerprint(inputs: ServingInputs) -> str:
+    """What a cached capacity or verification depends on besides its candidate: the inputs, the
+    fitted cost models and the code of the serving simulator and of this search."""
+    import simcluster.optimize.serving_capacity as capacity
+    import simcluster.serving.simulate as serving
+    return stable_hash(inputs.llm, inputs.trace.arrival_s, inputs.trace.prompt_tokens, inputs.trace.output_tokens,
+                       inputs.slo, inputs.cost_method, inputs.router, inputs.capacity_requests, inputs.rate_tolerance,
+                       {g: object_fingerprint(cm) for g, cm in sorted(inputs.costs.items())},
+                       code_fingerprint(serving, capacity))
 
 
 def _dominated_reason(s: dict, objective: str, best: float) -> str:

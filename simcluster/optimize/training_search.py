@@ -22,7 +22,7 @@ from simcluster.cost.model import CostModel
 from simcluster.hardware.gpu import load_gpu
 from simcluster.hardware.node import default_node_for
 from simcluster.llm.spec import LlmSpec
-from simcluster.optimize.cache import stable_hash
+from simcluster.optimize.cache import code_fingerprint, object_fingerprint, stable_hash
 from simcluster.optimize.sweep import SweepOptions
 from simcluster.training.memory import training_memory
 from simcluster.training.ops import optimizer_op
@@ -238,7 +238,8 @@ def search_training_plans(llm: LlmSpec, space: TrainingSpace, cost_method: str =
     top = result.rows[:simulate_top]
     if top:
         inputs = TrainingInputs(llm, cm, gpn)
-        fingerprint = stable_hash(llm, cost_method, space.gpu)
+        import simcluster.training.simulate as simulator
+        fingerprint = stable_hash(llm, cost_method, space.gpu, object_fingerprint(cm), code_fingerprint(simulator))
         out = sweep.run(simulate_plan, [_plan_dict_from_row(r) for r in top], inputs, fingerprint,
                         "simulating training plans")
         result.cached, result.simulated = out.cached, len(top)

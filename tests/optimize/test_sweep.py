@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from simcluster.optimize.cache import CacheError, ResultCache, stable_hash
+from simcluster.optimize.cache import CacheError, ResultCache, code_fingerprint, object_fingerprint, stable_hash
 from simcluster.optimize.sweep import SweepError, run_sweep
 
 
@@ -100,6 +100,15 @@ def test_cache_files_are_whole_json_and_keys_are_stable(tmp_path):
     assert stable_hash(np.arange(3)) != stable_hash(np.arange(4))
     with pytest.raises(CacheError):
         stable_hash(object())
+
+
+def test_fingerprints_follow_code_and_objects():
+    import simcluster.optimize.pareto as pareto
+    import simcluster.optimize.sweep as sweep
+    assert code_fingerprint(pareto) == code_fingerprint(pareto)
+    assert code_fingerprint(sweep) == code_fingerprint(pareto)        # same package folder
+    assert object_fingerprint({"a": np.arange(3)}) == object_fingerprint({"a": np.arange(3)})
+    assert object_fingerprint({"a": np.arange(3)}) != object_fingerprint({"a": np.arange(4)})
 
 
 def test_bad_backend_and_workers_are_one_line_errors():
