@@ -92,10 +92,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert "cannot read file" in capsys.readouterr().err
 
 
-def test_no_feasible_plan_exits_1(capsys):
-    # A TTFT target no GPU can meet for these prompts: the plan command answers "none" with exit 1.
+def test_no_feasible_plan_exits_1(capsys, tmp_path):
+    # A TTFT target no GPU can meet for these prompts: the plan command answers "none" with exit 1,
+    # and the report says so in its verdict.
     code = main(["plan", str(ROOT / "scenarios/serve-llama8b-chat.yaml"), "--json", "--workers", "1",
                  "--set", "workload.trace.max_requests=40", "--set", "search.gpus=[l40s]", "--set", "search.tp=[1]",
-                 "--set", "slo.ttft_s=0.001"])
+                 "--set", "slo.ttft_s=0.001", "--out", str(tmp_path / "none")])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["best"] is None
+    html = (tmp_path / "none" / "report.html").read_text()
+    assert '<div class="verdict bad">No plan in the search space meets the SLO.</div>' in html
+    assert ">Dropped candidates</h2>" in html
