@@ -108,3 +108,22 @@ def test_simulation_report_of_a_disaggregated_deployment(tmp_path):
         assert f">{title}</h2>" in html
     # The headline TTFT is the simulation's own number.
     assert _images(html) >= 2 and f"{summary['ttft_s_p90'] * 1e3:.1f} ms" in html
+
+
+def test_latency_curves_obey_goodput_at_most_offered_rate():
+    from simcluster.commands.inputs import scenario_llm, scenario_trace
+    from simcluster.report.serving_sections import CURVE_FRACTIONS, latency_curves
+    from simcluster.scenario import load_scenario
+    scenario = load_scenario(ROOT / "scenarios/serve-llama8b-chat.yaml", ["workload.trace.max_requests=60"])
+    llm, trace = scenario_llm(scenario), scenario_trace(scenario)
+    slo = scenario.slo.model_dump()
+    row = {"plan": "h100 TP1", "gpu": "h100-sxm", "tp": 1, "pp": 1, "ep": 1, "max_num_seqs": 256,
+           "max_batched_tokens": 8192, "replicas": 1}
+    curves = latency_curves(llm, trace, [row], slo, "calibrated", "least_outstanding", n_requests=60)
+    assert list(curves["rate_per_s"]) == pytest.approx([trace.rate_per_s * f for f in CURVE_FRACTIONS])
+    assert (curves["goodput_per_s"] <= curves["rate_per_s"] * (1 + 1e-9)).all()
+    # At half the rate an H100 serves Llama-8B chat well within the SLO: goodput = offered rate.
+    assert curves["goodput_per_s"].iloc[0] == pytest.approx(curves["rate_per_s"].iloc[0])
+    # More load never makes the p90 TTFT of the same requests better by much (queues only grow).
+    ttft = curves["ttft_s_p90"].to_numpy()
+    assert ttft[-1] >= ttft[0]
