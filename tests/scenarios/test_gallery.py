@@ -116,6 +116,12 @@ def test_every_scenario_has_a_fast_mode():
     assert set(FAST) <= names, f"FAST names scenarios that are gone: {sorted(set(FAST) - names)}"
 
 
+def test_gallery_index_lists_every_scenario():
+    index = (SCENARIOS / "README.md").read_text()
+    missing = [p.name for p in gallery() if f"`{p.name}`" not in index]
+    assert not missing, f"scenarios/README.md: add a row for {missing}"
+
+
 @pytest.mark.parametrize("path", gallery(), ids=lambda p: p.stem)
 def test_scenario_is_commented(path):
     text = path.read_text()
