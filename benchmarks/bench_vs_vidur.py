@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,11 +90,16 @@ def latency_stats(ttft, tpot, e2e) -> dict:
 
 def simcluster_process(trace_path: Path) -> dict:
     """simcluster in a fresh interpreter (imports and cost-model build included), like Vidur's runs."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--simcluster-only", str(trace_path)], capture_output=True,
                          text=True, check=True, cwd=REPO)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds are what a loaded, shared host distorts least (wall time also counts waiting for a core).
+    result["process_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return result
 
 
@@ -106,8 +112,25 @@ def vidur_runs(vidur_dir: Path) -> dict[int, dict]:
     for line in log.read_text().splitlines():
         fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
         if fields.get("rc") == "0":
-            runs[int(fields["requests"])] = {"wall_s": float(fields["wall_s"]), "out": vidur_dir / fields["out"]}
+            runs[int(fields["requests"])] = {"wall_s": float(fields["wall_s"]), "out": vidur_dir / fields["out"],
+                                             "cpu_s": float(fields["cpu_s"]) if "cpu_s" in fields else None,
+                                             "load1": fields.get("load1")}
     return runs
+
+
+def vidur_loop_s(log_path: Path) -> float | None:
+    """Seconds between Vidur's 'Starting simulation' and 'Simulation ended' log lines (1 s resolution)."""
+    import datetime
+    stamps = {}
+    if not log_path.exists():
+        return None
+    for line in log_path.read_text().splitlines():
+        for key, marker in (("start", "Starting simulation"), ("end", "Simulation ended")):
+            if marker in line:
+                stamps[key] = datetime.datetime.strptime(" ".join(line.split()[1:3]), "%m-%d %H:%M:%S")
+    if len(stamps) < 2:
+        return None
+    return (stamps["end"] - stamps["start"]).total_seconds()
 
 
 def vidur_stats(out_dir: Path) -> dict:
@@ -122,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--vidur-dir", type=Path, default=Path("/work/vidur"))
     ap.add_argument("--run-vidur", action="store_true", help="run Vidur for sizes its log lacks")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--simcluster-only", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.simcluster_only:
@@ -135,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if not trace.exists():
             write_trace(n, trace)
         sim = simcluster_process(trace)
-        row = {"requests": n, "simcluster_process_s": sim["process_s"], "simcluster_simulate_s": sim["simulate_s"]}
+        row = {"requests": n, "simcluster_process_s": sim["process_s"], "simcluster_simulate_s": sim["simulate_s"],
+               "simcluster_process_cpu_s": sim["process_cpu_s"], "load1": os.getloadavg()[0]}
         row.update({f"simcluster_{k}": v for k, v in sim.items() if k.endswith("_s") and k[:4] in ("ttft", "tpot", "e2e_")})
         runs = vidur_runs(args.vidur_dir) if have_vidur else {}
         if have_vidur and n not in runs and args.run_vidur:
@@ -144,10 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         if n in runs:
             row["vidur_process_s"] = runs[n]["wall_s"]
             row["ratio_process"] = runs[n]["wall_s"] / sim["process_s"]
-            row["ratio_vs_simulate_only"] = runs[n]["wall_s"] / sim["simulate_s"]
+            if runs[n]["cpu_s"]:
+                row["vidur_process_cpu_s"] = runs[n]["cpu_s"]
+                row["vidur_load1"] = runs[n]["load1"]
+                row["ratio_process_cpu"] = runs[n]["cpu_s"] / sim["process_cpu_s"]
+            loop = vidur_loop_s(args.vidur_dir / "logs" / f"vidur_{n}.log")
+            if loop is not None:
+                row["vidur_loop_s"] = loop
+                row["ratio_loop"] = loop / sim["simulate_s"]
             row.update({f"vidur_{k}": v for k, v in vidur_stats(runs[n]["out"]).items()})
         rows.append(row)
         print_row(row)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 
@@ -155,8 +189,15 @@ def print_row(row: dict) -> None:
     n = row["requests"]
     line = f"{n:>7} requests: simcluster {row['simcluster_process_s']:.2f} s process ({row['simcluster_simulate_s']:.2f} s simulate)"
     if "vidur_process_s" in row:
-        line += f"; Vidur {row['vidur_process_s']:.1f} s; ratio {row['ratio_process']:.1f}x process, " \
-                f"{row['ratio_vs_simulate_only']:.1f}x vs simulate-only"
+        line += f"; Vidur {row['vidur_process_s']:.1f} s process"
+        if "vidur_loop_s" in row:
+            line += f" ({row['vidur_loop_s']:.0f} s event loop)"
+        line += f"; ratio {row['ratio_process']:.1f}x process to process"
+        if "ratio_loop" in row:
+            line += f", {row['ratio_loop']:.1f}x loop to loop"
+        if "ratio_process_cpu" in row:
+            line += (f", {row['ratio_process_cpu']:.1f}x in CPU seconds ({row['vidur_process_cpu_s']:.1f} / "
+                     f"{row['simcluster_process_cpu_s']:.1f}; load {row['vidur_load1']} / {row['load1']:.1f})")
     else:
         line += "; Vidur: no logged run (skipped)"
     print(line)
