@@ -88,13 +88,15 @@ class CostModel:
         return collective_time_s(op.collective, op.message_bytes, op.group_size, self.links, op.scope), "alpha-beta"
 
     def op(self, op: Op, cuda_graphs: bool = True) -> OpEstimate:
-        """Time of `op` × its repeat count; kernels shorter than the launch gap are launch-bound."""
+        """Time of `op` × its repeat count. One occurrence takes the longer of its device time and
+        the host's launch gaps of its `op.kernels` kernels: a host that launches slower than the
+        device runs leaves the device idle between kernels."""
         if op.kind == "collective":
             t, method = self.collective_s(op)
             return OpEstimate(op.name, op.kind, op.repeat, t * op.repeat, t, method, "network", op.flops, op.bytes)
         t, method = self.kernels.time_s(op)
         gap = self.launch.per_kernel_s(cuda_graphs)
-        return OpEstimate(op.name, op.kind, op.repeat, max(t, gap) * op.repeat, t, method,
+        return OpEstimate(op.name, op.kind, op.repeat, max(t, op.kernels * gap) * op.repeat, t, method,
                           bound(op, self.gpu), op.flops, op.bytes)
 
     def iteration(self, ops: list[Op], cuda_graphs: bool = True) -> IterationEstimate:

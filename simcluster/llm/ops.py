@@ -38,6 +38,42 @@ class Op:
     group_size: int = 1
     message_bytes: float = 0.0
     scope: str = "intra"                 # 'intra' (inside a node) or 'inter' (crosses nodes)
+    kernels: int = 1                     # device kernels one occurrence launches (host launch gaps)
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """How an engine realises one layer as kernels.
+
+    The default is a serving engine's form (vLLM, SGLang, TensorRT-LLM): one fused qkv GEMM and
+    one gate_up GEMM, RoPE as one kernel, the K/V-cache write folded into the attention kernels
+    (not listed), logits normed for the emitting positions only.  PLAIN_TORCH below describes
+    calibrate/llama.py, the benchmark model of profiles/measured/<gpu>/model_forward.csv.
+
+    fused_projections: False lists q, k, v and gate, up as separate GEMMs.
+    kv_cache_write: list the K and V cache writes as two copy kernels per layer.
+    rope: 'fused' (one kernel) or 'rotate_half' (torch ops: neg, cat, two muls and an add on each
+      of q and k, the form calibrate/elementwise.py times as 'rope').
+    final_norm_all_tokens: the last norm runs on every new token, before the last position is
+      taken (as `Llama.prefill` does), not only on the positions emitting logits.
+    activation_kernels: kernels of the gated activation (silu(gate) * up is two in eager torch).
+    """
+
+    fused_projections: bool = True
+    kv_cache_write: bool = False
+    rope: str = "fused"
+    final_norm_all_tokens: bool = False
+    activation_kernels: int = 1
+
+
+# calibrate/llama.py's decoder as torch runs it eagerly or captured in a graph.
+PLAIN_TORCH = Implementation(fused_projections=False, rope="rotate_half", final_norm_all_tokens=True,
+                             activation_kernels=2)
+# Kernels of the rotate-half RoPE on q and k: neg, cat, mul, mul, add on each tensor.
+ROTATE_HALF_KERNELS = 10
+# The elementwise table's 'rope' rows rotate the query width plus 8 KV heads of head_dim 128
+# (calibrate/elementwise.py): its `hidden` key is the query width alone.
+ROPE_TABLE_KV_WIDTH = 8 * 128
 
 
 @dataclass(frozen=True)
@@ -86,7 +122,8 @@ def kv_bytes_per_token(llm: LlmSpec, tp: int = 1, pp: int = 1, dtype: str = "bf1
     return 2.0 * layers * _heads_per_rank(llm.n_kv_heads, tp) * llm.head_dim * b
 
 
-def _attention_projections(llm: LlmSpec, m: int, tp: int, dtype: str, layers: int) -> list[Op]:
+def _attention_projections(llm: LlmSpec, m: int, tp: int, dtype: str, layers: int,
+                           impl: Implementation = Implementation()) -> list[Op]:
     h = llm.n_heads // tp if llm.n_heads >= tp else 1
     if llm.mla is not None:
         a = llm.mla
@@ -102,20 +139,31 @@ def _attention_projections(llm: LlmSpec, m: int, tp: int, dtype: str, layers: in
         ops.append(gemm("attn.o_proj", m, llm.hidden_size, h * a.v_head_dim, dtype, layers))
         return ops
     kv = _heads_per_rank(llm.n_kv_heads, tp)
+    if not impl.fused_projections:
+        return [
+            gemm("attn.q_proj", m, h * llm.head_dim, llm.hidden_size, dtype, layers),
+            gemm("attn.k_proj", m, kv * llm.head_dim, llm.hidden_size, dtype, layers),
+            gemm("attn.v_proj", m, kv * llm.head_dim, llm.hidden_size, dtype, layers),
+            gemm("attn.o_proj", m, llm.hidden_size, h * llm.head_dim, dtype, layers),
+        ]
     return [
         gemm("attn.qkv_proj", m, (h + 2 * kv) * llm.head_dim, llm.hidden_size, dtype, layers),
         gemm("attn.o_proj", m, llm.hidden_size, h * llm.head_dim, dtype, layers),
     ]
 
 
-def _ffn(llm: LlmSpec, m: int, width: int, tp: int, dtype: str, layers: int, prefix: str) -> list[Op]:
+def _ffn(llm: LlmSpec, m: int, width: int, tp: int, dtype: str, layers: int, prefix: str,
+         impl: Implementation = Implementation()) -> list[Op]:
     w = max(1, width // tp)
     b = dtype_bytes(dtype)
     if llm.ffn_activation == "swiglu":
-        return [
-            gemm(f"{prefix}.gate_up_proj", m, 2 * w, llm.hidden_size, dtype, layers),
+        up = ([gemm(f"{prefix}.gate_up_proj", m, 2 * w, llm.hidden_size, dtype, layers)]
+              if impl.fused_projections else
+              [gemm(f"{prefix}.gate_proj", m, w, llm.hidden_size, dtype, layers),
+               gemm(f"{prefix}.up_proj", m, w, llm.hidden_size, dtype, layers)])
+        return up + [
             Op(f"{prefix}.act", "activation", flops=4.0 * m * w, bytes=3.0 * m * w * b, repeat=layers,
-               dtype=dtype, shape={"tokens": m, "hidden": w, "op": "silu_mul"}),
+               dtype=dtype, shape={"tokens": m, "hidden": w, "op": "silu_mul"}, kernels=impl.activation_kernels),
             gemm(f"{prefix}.down_proj", m, llm.hidden_size, w, dtype, layers),
         ]
     return [
@@ -229,8 +277,36 @@ def stage_layers(llm: LlmSpec, pp: int, stage: int) -> range:
     return range(stage * per_stage, min(llm.n_layers, (stage + 1) * per_stage))
 
 
+def rope_op(llm: LlmSpec, m: int, tp: int, dtype: str, layers: int, impl: Implementation) -> Op:
+    """Rotary embedding of the new tokens' queries and keys (RoFormer, Su et al. 2021)."""
+    b = dtype_bytes(dtype)
+    hq = llm.n_heads // tp if llm.n_heads >= tp else 1
+    rope_dim = llm.mla.qk_rope_head_dim if llm.mla else llm.head_dim
+    if impl.rope == "rotate_half" and llm.mla is None:
+        width = (hq + _heads_per_rank(llm.n_kv_heads, tp)) * rope_dim
+        # Keyed like the table: the query-equivalent width whose rows move the same bytes.
+        return Op("attn.rope", "rope", flops=6.0 * m * width, bytes=4.0 * m * width * b, repeat=layers,
+                  dtype=dtype, shape={"tokens": m, "hidden": max(rope_dim, width - ROPE_TABLE_KV_WIDTH)},
+                  kernels=ROTATE_HALF_KERNELS)
+    return Op("attn.rope", "rope", flops=6.0 * m * (hq + 1) * rope_dim, bytes=4.0 * m * (hq + 1) * rope_dim * b,
+              repeat=layers, dtype=dtype, shape={"tokens": m, "hidden": (hq + 1) * rope_dim})
+
+
+def kv_cache_write_op(llm: LlmSpec, m: int, tp: int, layers: int, kv_dtype: str) -> Op:
+    """The new tokens' K and V copied into the cache: one copy kernel per tensor per layer (one
+    for MLA's single latent), reading and writing m × kv bytes per token of the layer."""
+    copies = 1 if llm.mla is not None else 2
+    layer_bytes = kv_bytes_per_token(llm, tp, 1, kv_dtype) / llm.n_layers
+    width = layer_bytes / copies / dtype_bytes(kv_dtype)
+    # Priced by the measured residual_add pass (elementwise table) of equal bytes: a copy makes
+    # two passes over its width, residual_add three.
+    return Op("attn.kv_cache_write", "elementwise", bytes=2.0 * m * layer_bytes / copies, repeat=copies * layers,
+              dtype=kv_dtype, shape={"tokens": m, "hidden": max(1, round(width * 2 / 3)), "op": "copy"})
+
+
 def linear_ops(llm: LlmSpec, tokens: int, sequences: int, tp: int = 1, pp: int = 1, ep: int = 1,
-               dtype: str = "bf16", stage: int = 0, moe_imbalance: float = 1.0) -> list[Op]:
+               dtype: str = "bf16", stage: int = 0, moe_imbalance: float = 1.0,
+               impl: Implementation = Implementation(), kv_dtype: str = "bf16") -> list[Op]:
     """Every op of a forward iteration except the attention core: it depends only on the number of
     new tokens and of sequences emitting logits, so simulators can cache it by (tokens, sequences)."""
     m = tokens
@@ -245,13 +321,12 @@ def linear_ops(llm: LlmSpec, tokens: int, sequences: int, tp: int = 1, pp: int =
         ops.append(Op("embedding", "embedding", bytes=2.0 * m * h * b, dtype=dtype, shape={"tokens": m, "hidden": h}))
     ops.append(Op("norm", "norm", flops=5.0 * m * h, bytes=2.0 * m * h * b, repeat=2 * layers, dtype=dtype,
                   shape={"tokens": m, "hidden": h, "op": llm.norm}))
-    ops += _attention_projections(llm, m, tp, dtype, layers)
-    hq = llm.n_heads // tp if llm.n_heads >= tp else 1
-    rope_dim = llm.mla.qk_rope_head_dim if llm.mla else llm.head_dim
-    ops.append(Op("attn.rope", "rope", flops=6.0 * m * (hq + 1) * rope_dim, bytes=4.0 * m * (hq + 1) * rope_dim * b,
-                  repeat=layers, dtype=dtype, shape={"tokens": m, "hidden": (hq + 1) * rope_dim}))
+    ops += _attention_projections(llm, m, tp, dtype, layers, impl)
+    ops.append(rope_op(llm, m, tp, dtype, layers, impl))
+    if impl.kv_cache_write:
+        ops.append(kv_cache_write_op(llm, m, tp, layers, kv_dtype))
     if n_dense:
-        ops += _ffn(llm, m, llm.intermediate_size, tp, dtype, n_dense, "ffn")
+        ops += _ffn(llm, m, llm.intermediate_size, tp, dtype, n_dense, "ffn", impl)
     if n_moe:
         ops += _moe(llm, m, tp, ep, dtype, n_moe, moe_imbalance)
     ops.append(Op("residual_add", "elementwise", flops=m * h, bytes=3.0 * m * h * b, repeat=2 * layers, dtype=dtype,
@@ -268,8 +343,9 @@ def linear_ops(llm: LlmSpec, tokens: int, sequences: int, tp: int = 1, pp: int =
     if stage == pp - 1:
         # Logits only for the last position of each sequence that emits a token this iteration.
         seqs = sequences
-        ops.append(Op("final_norm", "norm", flops=5.0 * seqs * h, bytes=2.0 * seqs * h * b, dtype=dtype,
-                      shape={"tokens": seqs, "hidden": h, "op": llm.norm}))
+        normed = m if impl.final_norm_all_tokens else seqs
+        ops.append(Op("final_norm", "norm", flops=5.0 * normed * h, bytes=2.0 * normed * h * b, dtype=dtype,
+                      shape={"tokens": normed, "hidden": h, "op": llm.norm}))
         ops.append(gemm("lm_head", seqs, max(1, llm.vocab_size // tp), h, dtype))
         ops.append(Op("sampling", "sampling", flops=5.0 * seqs * llm.vocab_size, bytes=4.0 * seqs * llm.vocab_size,
                       dtype="fp32", shape={"tokens": seqs, "hidden": llm.vocab_size}))
@@ -286,8 +362,10 @@ def forward_ops(
     kv_dtype: str = "bf16",
     stage: int = 0,
     moe_imbalance: float = 1.0,
+    impl: Implementation = Implementation(),
 ) -> list[Op]:
-    """Operators of one forward iteration on one GPU of pipeline `stage` (layers split evenly over pp).
+    """Operators of one forward iteration on one GPU of pipeline `stage` (layers split evenly over pp);
+    `impl` says which kernels realise a layer (default: a serving engine's fused form).
 
     >>> from simcluster.llm.spec import load_llm
     >>> ops = forward_ops(load_llm("llama-3.1-8b"), Batch(prefill=((2048, 0),)))
@@ -296,7 +374,8 @@ def forward_ops(
     """
     if batch.new_tokens == 0:
         return []
-    ops = linear_ops(llm, batch.new_tokens, batch.n_sequences, tp, pp, ep, dtype, stage, moe_imbalance)
+    ops = linear_ops(llm, batch.new_tokens, batch.n_sequences, tp, pp, ep, dtype, stage, moe_imbalance, impl,
+                     kv_dtype)
     layers = len(stage_layers(llm, pp, stage))
     attn = attention_ops(llm, batch, tp, layers, dtype, kv_dtype)
     # Keep execution order readable: attention core right after the rope op.

@@ -121,9 +121,13 @@ def fit_moe_impl(tables: MeasuredTables) -> str | None:
 
 
 def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
-    """Every model_forward.csv row of a catalog LLM, predicted from forward_ops."""
+    """Every model_forward.csv row of a catalog LLM, predicted from forward_ops with the kernels
+    the benchmark model runs (llm.ops.PLAIN_TORCH: separate q/k/v and gate/up GEMMs, rotate-half
+    RoPE, K/V-cache writes in decode; its prefill keeps no cache)."""
+    from dataclasses import replace
+
     from simcluster.catalog import CatalogError
-    from simcluster.llm.ops import Batch, forward_ops
+    from simcluster.llm.ops import PLAIN_TORCH, Batch, forward_ops
     from simcluster.llm.spec import load_llm
 
     frame = tables.get("model_forward.csv")
@@ -143,10 +147,11 @@ def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.
         batch = (Batch(prefill=((int(r.seq_len), 0),) * int(r.batch)) if r.phase == "prefill"
                  else Batch(decode=(int(r.context_len),) * int(r.batch)))
         graphs = r.mode == "cuda_graph"
-        ops = [o for o in forward_ops(spec, batch) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
+        impl = replace(PLAIN_TORCH, kv_cache_write=r.phase == "decode")
+        ops = [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
         it = cost_model.iteration(ops, graphs)
         kernel_s = sum(o.kernel_s * o.repeat for o in it.ops)
-        launch_s = sum(o.repeat for o in it.ops) * cost_model.launch.per_kernel_s(graphs)
+        launch_s = sum(o.kernels * o.repeat for o in ops) * cost_model.launch.per_kernel_s(graphs)
         rows.append({"gpu": gpu.name, "family": f"forward_{r.phase}", "model": r.model, "mode": r.mode,
                      "shape": f"{r.model} {r.phase} b{r.batch:g} s{r.seq_len:g} c{r.context_len:g} {r.mode}",
                      "measured_s": float(r.time_s), "predicted_s": it.time_s,
