@@ -53,6 +53,8 @@ def simulate(args) -> int:
                                  "iterations.csv": result.iterations,
                                  "kv_use.csv": kv_use_series(result.iterations, max(result.duration_s / 500, 1e-3)),
                                  "trace.json": iteration_events(result.iterations)})
+        from simcluster.report.html import write_simulation_report
+        write_simulation_report(args.out, summary, result, scenario)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
