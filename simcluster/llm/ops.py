@@ -56,19 +56,21 @@ class Implementation:
       of q and k, the form calibrate/elementwise.py times as 'rope').
     final_norm_all_tokens: the last norm runs on every new token, before the last position is
       taken (as `Llama.prefill` does), not only on the positions emitting logits.
-    activation_kernels: kernels of the gated activation (silu(gate) * up is two in eager torch).
+    gated_activation: 'fused' (one silu_mul op, as the elementwise table times it on the halves
+      of one gate_up output) or 'separate' (silu(gate), then * up: two kernels on contiguous
+      tensors, as separate gate and up projections leave them).
     """
 
     fused_projections: bool = True
     kv_cache_write: bool = False
     rope: str = "fused"
     final_norm_all_tokens: bool = False
-    activation_kernels: int = 1
+    gated_activation: str = "fused"
 
 
 # calibrate/llama.py's decoder as torch runs it eagerly or captured in a graph.
 PLAIN_TORCH = Implementation(fused_projections=False, rope="rotate_half", final_norm_all_tokens=True,
-                             activation_kernels=2)
+                             gated_activation="separate")
 # Kernels of the rotate-half RoPE on q and k: neg, cat, mul, mul, add on each tensor.
 ROTATE_HALF_KERNELS = 10
 # The elementwise table's 'rope' rows rotate the query width plus 8 KV heads of head_dim 128
@@ -161,11 +163,17 @@ def _ffn(llm: LlmSpec, m: int, width: int, tp: int, dtype: str, layers: int, pre
               if impl.fused_projections else
               [gemm(f"{prefix}.gate_proj", m, w, llm.hidden_size, dtype, layers),
                gemm(f"{prefix}.up_proj", m, w, llm.hidden_size, dtype, layers)])
-        return up + [
-            Op(f"{prefix}.act", "activation", flops=4.0 * m * w, bytes=3.0 * m * w * b, repeat=layers,
-               dtype=dtype, shape={"tokens": m, "hidden": w, "op": "silu_mul"}, kernels=impl.activation_kernels),
-            gemm(f"{prefix}.down_proj", m, llm.hidden_size, w, dtype, layers),
-        ]
+        if impl.gated_activation == "separate":
+            # Priced by the measured passes of the same memory pattern: a unary pass (the table's
+            # gelu: one read, one write) and a binary one (the table's residual_add).
+            act = [Op(f"{prefix}.silu", "activation", flops=4.0 * m * w, bytes=2.0 * m * w * b, repeat=layers,
+                      dtype=dtype, shape={"tokens": m, "hidden": w, "op": "gelu"}),
+                   Op(f"{prefix}.gate_mul", "elementwise", flops=1.0 * m * w, bytes=3.0 * m * w * b, repeat=layers,
+                      dtype=dtype, shape={"tokens": m, "hidden": w, "op": "mul"})]
+        else:
+            act = [Op(f"{prefix}.act", "activation", flops=4.0 * m * w, bytes=3.0 * m * w * b, repeat=layers,
+                      dtype=dtype, shape={"tokens": m, "hidden": w, "op": "silu_mul"})]
+        return up + act + [gemm(f"{prefix}.down_proj", m, llm.hidden_size, w, dtype, layers)]
     return [
         gemm(f"{prefix}.up_proj", m, w, llm.hidden_size, dtype, layers),
         Op(f"{prefix}.act", "activation", flops=8.0 * m * w, bytes=2.0 * m * w * b, repeat=layers,

@@ -191,8 +191,9 @@ def accuracy_report(tables: MeasuredTables, gpu: GpuSpec, cost_model=None) -> tu
     Kernel families use a calibration fitted on the fit split only. Whole-model rows use
     `cost_model` (default: the calibrated CostModel of this GPU, fitted on all microbenchmarks);
     eager decode rows, and eager prefill rows whose launch gaps are not negligible, are reported
-    as family 'forward_<phase>_host_bound': the plain-torch benchmark launches ~3x more kernels
-    per layer than simcluster has ops, and its Python speed varies run to run.
+    as family 'forward_<phase>_host_bound': their launch gaps are priced per listed kernel from
+    launch.csv's bare kernel chain, while the benchmark's Python also pays for module calls, views
+    and slices that launch nothing, and its speed varies run to run.
     """
     cal = fit_calibration(tables, gpu, "fit")
     preds = kernel_predictions(cal, tables, gpu)

@@ -73,14 +73,20 @@ def test_whole_model_regression_guard(report, family):
     assert mape <= FORWARD_GUARD_MAPE_PCT
 
 
-@pytest.mark.xfail(strict=True, reason="whole-model forwards still miss 7% (H100 prefill 9.1%, decode "
-                   "7.2%; H200 8.8%, 16.1%): the benchmark's kernels are now listed (llm.ops.PLAIN_TORCH), "
-                   "but its SDPA picks its own backend (cuDNN on Hopper, see the H200 DDP trace) while "
-                   "attention_*.csv time forced flash; over-predicted at long prefill and large decode "
-                   "batches until attention is re-measured with the model's dispatch")
-@pytest.mark.parametrize("family", ["forward_prefill", "forward_decode"])
-def test_whole_model_threshold(report, family):
-    mape, _ = _mape(report[1], [family])
+def test_whole_model_prefill_threshold(report):
+    """Device-bound prefill forwards, priced as the plain-torch benchmark runs (llm.ops.PLAIN_TORCH)."""
+    mape, n = _mape(report[1], ["forward_prefill"])
+    assert n >= 10
+    assert mape <= FORWARD_MAPE_PCT
+
+
+@pytest.mark.xfail(strict=True, reason="graph-replayed decode forwards still miss 7% (H100 7.3%, H200 15.9%): "
+                   "the non-attention part is within ~6%, but the benchmark's SDPA picks its own backend "
+                   "(cuDNN on Hopper, see the H200 DDP trace) while attention_decode.csv timed forced flash, "
+                   "which is up to ~2x slower at large batch x context; re-measure attention with the "
+                   "model's dispatch to close it")
+def test_whole_model_decode_threshold(report):
+    mape, _ = _mape(report[1], ["forward_decode"])
     assert mape <= FORWARD_MAPE_PCT
 
 
@@ -104,7 +110,7 @@ def test_benchmark_implementation_lists_its_kernels():
     # Read once and written once: twice the KV bytes of the 8 new tokens over the whole stage.
     assert write.bytes * write.repeat == pytest.approx(2 * 8 * kv_bytes_per_token(llm))
     kernels = lambda ops: sum(o.kernels * o.repeat for o in ops)  # noqa: E731
-    # Per layer: +3 GEMMs, +9 RoPE kernels, +2 cache copies, +1 activation kernel.
+    # Per layer: +3 GEMMs, +9 RoPE kernels, +2 cache copies, silu and mul as two ops.
     assert kernels(plain) - kernels(fused) == 15 * llm.n_layers
     assert total_flops(plain) > total_flops(fused) * 0.99
 
