@@ -10,6 +10,7 @@ import json
 import sys
 
 from simcluster import commands
+from simcluster.commands.arguments import batch_shape as _batch, positive_int as _positive_int
 
 EPILOG_PLAN = """examples:
   simcluster plan scenarios/serve-llama8b-chat.yaml
@@ -28,27 +29,6 @@ EPILOG_ESTIMATE = """examples:
   simcluster estimate step --gpu h100-sxm --llm llama-3.1-8b --tp 1 --prefill 1x2048 --decode 64x1024 --cuda-graphs --json
   simcluster estimate step --gpu h200-sxm --llm deepseek-v3 --tp 8 --decode 128x4096 --dtype fp8
 """
-
-
-def _batch(text: str) -> tuple[int, int]:
-    try:
-        b, s = text.lower().split("x")
-        b, s = int(b), int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected BxS with two positive integers, e.g. 8x1024; got {text!r}") from None
-    if b <= 0 or s <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers in BxS; got {text!r}")
-    return b, s
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,14 +115,7 @@ def add_kernel_parsers(esub) -> None:
 
     from simcluster.cost.collectives import COLLECTIVES
 
-    def positive(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-        return v
+    from simcluster.commands.arguments import positive_int as positive
 
     def common(p) -> None:
         p.add_argument("--gpu", required=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from simcluster.commands.arguments import positive_int as _positive_int
 from simcluster.cost import cost_model_for
 from simcluster.hardware.node import default_node_for
 from simcluster.llm.spec import load_llm
@@ -55,16 +56,6 @@ def estimate_train_step(gpu: str, llm: str, gpus: int, dp: int = 1, tp: int = 1,
     if trace:
         record["trace"] = result.chrome_trace()
     return record
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def add_train_step_parser(esub) -> argparse.ArgumentParser:
