@@ -131,7 +131,21 @@ def _powers_of_two(v: list[int], what: str) -> list[int]:
     return v
 
 
-class Search(_Strict):
+class _GpuSpace(_Strict):
+    """Validation shared by search spaces that list GPU types and TP degrees."""
+
+    @field_validator("gpus", check_fields=False)
+    @classmethod
+    def _gpus(cls, v):
+        return [_check_gpu(g) for g in v]
+
+    @field_validator("tp", check_fields=False)
+    @classmethod
+    def _tp(cls, v):
+        return _powers_of_two(v, "tensor-parallel degrees")
+
+
+class Search(_GpuSpace):
     """Serving plan search space (kind: serving); candidates are the product of the lists."""
 
     kind: Literal["serving"] = Field("serving", exclude=True, description="set from the scenario's kind")
@@ -155,16 +169,6 @@ class Search(_Strict):
     simulate_at_least: int = Field(4, ge=1, description="plans simulated before bounds may drop the rest")
     tune_top: int = Field(2, ge=1, description="deployment shapes whose batching variants are all simulated")
     top: int = Field(10, gt=0, description="rows shown in the ranked table")
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpus(cls, v):
-        return [_check_gpu(g) for g in v]
-
-    @field_validator("tp")
-    @classmethod
-    def _tp(cls, v):
-        return _powers_of_two(v, "tensor-parallel degrees")
 
     @field_validator("pp", "ep", "max_num_seqs", "max_batched_tokens")
     @classmethod
@@ -216,7 +220,7 @@ class TrainingSearch(_Strict):
         return v
 
 
-class GpuMixSearch(_Strict):
+class GpuMixSearch(_GpuSpace):
     """GPU mix (kind: gpu_mix): which serving options to rent per request-length bucket."""
 
     kind: Literal["gpu_mix"] = Field("gpu_mix", exclude=True, description="set from the scenario's kind")
@@ -232,16 +236,6 @@ class GpuMixSearch(_Strict):
     capacity_requests: int = Field(200, ge=20, description="requests replayed per capacity probe")
     options_per_gpu: int = Field(1, ge=1, description="cheapest plans per GPU type offered to the program")
     time_limit_s: float = Field(30.0, gt=0, description="integer program time limit")
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpus(cls, v):
-        return [_check_gpu(g) for g in v]
-
-    @field_validator("tp")
-    @classmethod
-    def _tp(cls, v):
-        return _powers_of_two(v, "tensor-parallel degrees")
 
     @field_validator("gpus_available")
     @classmethod
