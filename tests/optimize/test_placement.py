@@ -190,8 +190,9 @@ def test_generate_loads_is_deterministic_and_skewed():
 def test_deepseek_v3_scale_within_budget():
     # 58 MoE layers x 256 experts on 8 nodes x 8 GPUs; 320 slots (288 would be 4.5 per GPU).
     loads = generate_loads(58, 256, 58 * 4096, skew=0.5, seed=0)
-    result = place_experts(loads, 8, 8, 320, n_groups=8, time_limit_s=60.0, workers=2)
-    assert result.total_time_s < 75.0
+    # The budget is 60 s on 2 cores: give the solver 55 s and hold the whole call to 60 s.
+    result = place_experts(loads, 8, 8, 320, n_groups=8, time_limit_s=55.0, workers=2)
+    assert result.total_time_s < 60.0
     glob = _eplb_balance(loads, 320, 8, 8, 8, "global")
     ilp = np.array([r["balancedness"] for r in result.layers])
     assert (ilp >= glob - 1e-12).all() and ilp.mean() > glob.mean()
