@@ -99,10 +99,14 @@ def _serving(scenario, args, sweep):
                       f"{result.target_rate_rps:.2f} req/s; SLO {q} TTFT <= {slo['ttft_s']} s, TPOT <= {slo['tpot_s']} s; "
                       f"objective {objective}")
         cols = [("rank", "rank", ""), ("plan", "plan", ""), ("replicas", "replicas", ""), ("GPUs", "gpus", ""),
-                ("USD/h", "usd_per_hour", ".2f"), ("cap. req/s", "capacity_rps", ".2f"),
-                ("bound req/s", "bound_rps", ".2f"), (f"TTFT {q} ms", f"ttft_s_{q}", "ms"),
-                (f"TPOT {q} ms", f"tpot_s_{q}", "ms"), ("req/USD", "requests_per_usd_at_capacity", ".0f"),
+                ("USD/h", "usd_per_hour", ".2f"),
+                ("TTFT p50 ms", "ttft_s_p50", "ms"), (f"TTFT {q} ms", f"ttft_s_{q}", "ms"),
+                ("TPOT p50 ms", "tpot_s_p50", "ms"), (f"TPOT {q} ms", f"tpot_s_{q}", "ms"),
+                ("req/s", "request_throughput_per_s", ".2f"), ("tok/s out", "output_token_throughput_per_s", ".0f"),
+                ("capacity req/s", "capacity_rps", ".2f"),
                 ("SLO att.", "slo_attainment", ".1%"), ("meets SLO", "meets_slo", ""), ("Pareto", "pareto", "")]
+        if q == "p50":
+            cols = [c for i, c in enumerate(cols) if i not in (6, 8)]
         console.print(_table(result.rows, cols, "Serving plans, best first (verified on the whole workload)", s.top))
         if result.pruned:
             console.print(_table(result.pruned, [("plan", "plan", ""), ("stage", "stage", ""), ("reason", "reason", "")],

@@ -211,7 +211,16 @@ def simulate_serving(llm: LlmSpec, trace, groups: list[ReplicaGroup], router: st
     requests = _named(records, trace, names, disaggregated)
     gpus = sum(g.count * g.gpus_per_replica for g in groups)
     price = sum(g.price_usd_per_hour for g in groups)
-    return ServingResult(requests, iteration_frame(replicas), env.now, gpus, price, n - records.count,
+    iterations = iteration_frame(replicas)
+    duration = env.now
+    if until_s is not None and records.count == n and len(requests):
+        # Everything finished before the horizon: the run ends with its last event, not at the
+        # horizon, or throughput and utilisation would be diluted by idle time after the work.
+        ends = [float(requests["finish_s"].max())]
+        if len(iterations):
+            ends.append(float((iterations["start_s"] + iterations["duration_s"]).max()))
+        duration = max(ends)
+    return ServingResult(requests, iterations, duration, gpus, price, n - records.count,
                          replica_frame(replicas, groups), handoff.network.bytes_sent if handoff else 0.0)
 
 
