@@ -46,7 +46,8 @@ def _table(rows: list[dict], columns: list[tuple[str, str, str]], title: str, to
     from rich.table import Table
     t = Table(title=title)
     for header, _, _ in columns:
-        t.add_column(header, justify="left" if header in ("plan", "stage", "reason", "option", "bucket", "policy") else "right")
+        t.add_column(header, justify="left" if header in ("plan", "stage", "reason", "option", "bucket", "policy") else "right",
+                     no_wrap=header == "plan")
     for r in rows[:top]:
         t.add_row(*[_cell(r.get(key), spec) for _, key, spec in columns])
     return t
@@ -103,7 +104,7 @@ def _serving(scenario, args, sweep):
                 ("TTFT p50 ms", "ttft_s_p50", "ms"), (f"TTFT {q} ms", f"ttft_s_{q}", "ms"),
                 ("TPOT p50 ms", "tpot_s_p50", "ms"), (f"TPOT {q} ms", f"tpot_s_{q}", "ms"),
                 ("req/s", "request_throughput_per_s", ".2f"), ("tok/s out", "output_token_throughput_per_s", ".0f"),
-                ("capacity req/s", "capacity_rps", ".2f"),
+                ("capacity req/s per replica", "capacity_rps", ".2f"),
                 ("SLO att.", "slo_attainment", ".1%"), ("meets SLO", "meets_slo", ""), ("Pareto", "pareto", "")]
         if q == "p50":
             cols = [c for i, c in enumerate(cols) if i not in (6, 8)]
@@ -213,7 +214,7 @@ def _gpu_mix(scenario, args, sweep):
         console.print(f"[bold]{scenario.name}[/bold]: {llm.name}, demand "
                       + ", ".join(f"{b} {r:.2f} req/s" for b, r in plan_.demand_rps.items()))
         console.print(_table(plan_.capacity_table, [("option", "option", ""), ("bucket", "bucket", ""),
-                                                   ("USD/h", "usd_per_hour", ".2f"), ("capacity req/s", "capacity_rps", ".2f")],
+                                                   ("USD/h", "usd_per_hour", ".2f"), ("capacity req/s per replica", "capacity_rps", ".2f")],
                              "Simulated capacity per instance and bucket"))
         if program:
             console.print(f"program: {program['status']}, {program['objective_usd_per_hour']:.2f} USD/h, gap "

@@ -9,7 +9,7 @@ from rich.table import Table
 def console_() -> Console:
     """A console that keeps wide tables readable when output is piped (rich assumes 80 columns)."""
     c = Console()
-    return c if c.is_terminal else Console(width=160)
+    return c if c.is_terminal else Console(width=200)
 
 
 def _ms(x: float) -> str:
