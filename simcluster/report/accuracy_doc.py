@@ -7,8 +7,6 @@ re-measuring a GPU; a test checks that the committed file is current.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import yaml
 
@@ -67,13 +65,8 @@ def accuracy_doc() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    text = accuracy_doc()
-    if argv:
-        Path(argv[0]).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    from simcluster.report.output import emit_document
+    return emit_document(accuracy_doc(), argv)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,15 @@ def write_results(out_dir: str | Path, files: dict) -> list[Path]:
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def emit_document(text: str, argv: list[str] | None = None) -> int:
+    """Command-line tail of the doc generators: write `text` to argv[0], or print it. Returns 0."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        Path(argv[0]).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -9,10 +9,8 @@ that the committed file is current.
 from __future__ import annotations
 
 import json
-import sys
 import types
 import typing
-from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -136,13 +134,8 @@ def scenario_reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    text = scenario_reference()
-    if argv:
-        Path(argv[0]).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    from simcluster.report.output import emit_document
+    return emit_document(scenario_reference(), argv)
 
 
 if __name__ == "__main__":
