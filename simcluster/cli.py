@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 the question has no answer (e.g. no plan meets the SLO)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from simcluster import commands
