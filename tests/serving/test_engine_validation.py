@@ -42,17 +42,17 @@ OTHER = {"0p5": "1p15", "1p15": "0p5"}
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
 TARGET = 0.10          # the issue's target for p50 and p90 errors
 
-# |relative error| bounds per rate and metric. TARGET where the model meets it; elsewhere the
-# measured error plus a small margin, so the test still catches a regression while the miss is
-# reported (benchmarks/README.md, "Engine validation"): the engine's host time per iteration
-# drifts upward during a run (the same batch costs ~65 ms early and ~100 ms late), so parameters
-# fitted on one run carry that run's level to the other.
-BOUNDS = {
-    "0p5": {"ttft_s_p50": TARGET, "ttft_s_p90": 0.17, "tpot_s_p50": 0.16, "tpot_s_p90": TARGET,
-            "e2e_s_p50": 0.17, "e2e_s_p90": 0.15},
+# Where the model misses the 10% target: the measured error, a reason, and a regression guard
+# (the measured error plus a small margin). The target test below still asserts 10% for these and
+# is marked as an expected failure, so a fix shows up as XPASS. The engine's host time per
+# iteration drifts upward during a run (the same batch costs ~65 ms early and ~100 ms late), so
+# parameters fitted on one run carry that run's level to the other (benchmarks/README.md).
+MISSES = {
+    "0p5": {"ttft_s_p90": 0.17, "tpot_s_p50": 0.16, "e2e_s_p50": 0.17},
     "1p15": {"ttft_s_p50": 0.31, "ttft_s_p90": 0.45, "tpot_s_p50": 0.25, "tpot_s_p90": 0.25,
              "e2e_s_p50": 0.25, "e2e_s_p90": 0.25},
 }
+DRIFT = "engine host time per iteration drifts within a run; fitted on the other rate's run"
 
 
 class PackedAttentionKernels:
@@ -167,8 +167,23 @@ def test_fitted_engine_parameters_agree_between_runs(iterations, base_cost):
     assert b1 > 0 and b2 > 0 and 0.8 < b1 / b2 < 1.25
 
 
-@pytest.mark.parametrize("tag", RATES)
-@pytest.mark.parametrize("metric", [f"{m}_p{q}" for m in METRICS for q in (50, 90)])
-def test_percentile_errors_within_bounds(errors, tag, metric):
-    bound = BOUNDS[tag][metric]
-    assert abs(errors[tag][metric]) <= bound, f"{tag} {metric}: error {errors[tag][metric]:+.1%} > {bound:.0%}"
+def _cases(strict_misses: bool):
+    for tag in RATES:
+        for metric in (f"{m}_p{q}" for m in METRICS for q in (50, 90)):
+            missed = metric in MISSES[tag]
+            marks = [pytest.mark.xfail(reason=DRIFT, strict=True)] if (missed and strict_misses) else []
+            yield pytest.param(tag, metric, marks=marks, id=f"{tag}-{metric}")
+
+
+@pytest.mark.parametrize("tag,metric", list(_cases(strict_misses=True)))
+def test_percentile_errors_within_target(errors, tag, metric):
+    """The issue's target: every p50/p90 error within 10% (known misses are strict xfails)."""
+    err = errors[tag][metric]
+    assert abs(err) <= TARGET, f"{tag} {metric}: error {err:+.1%} > {TARGET:.0%}"
+
+
+@pytest.mark.parametrize("tag,metric", [(t, m) for t in RATES for m in MISSES[t]])
+def test_known_misses_do_not_regress(errors, tag, metric):
+    """A regression guard only, not the target: a known miss must not grow past its measured size."""
+    err = errors[tag][metric]
+    assert abs(err) <= MISSES[tag][metric], f"{tag} {metric}: error {err:+.1%} grew past {MISSES[tag][metric]:.0%}"
