@@ -11,16 +11,19 @@ from pathlib import Path
 
 import torch
 
-from calibrate import (attention, elementwise, gemm, launch, memcpy, model_forward, moe,
-                       provenance, train_step)
+from calibrate import (attention, attention_sdpa, elementwise, gemm, launch, memcpy,
+                       model_forward, moe, provenance, train_step)
 from calibrate.context import BenchContext, make_context
 
 # name: (function of a BenchContext, time budget in seconds for the full sweep).  The budgets
-# sum to about 7.5 minutes so one GPU type is calibrated in under ten.
+# sum to under 9 minutes so one GPU type is calibrated in under ten.
 SINGLE_SECTIONS = {
     "gemm": (gemm.run, 150),
     "attention_prefill": (attention.run_prefill, 45),
     "attention_decode": (attention.run_decode, 30),
+    # The same grids through SDPA as the model benchmark calls it (default backend choice).
+    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 45),
+    "attention_decode_sdpa": (attention_sdpa.run_decode, 30),
     "moe": (moe.run, 40),
     "router": (moe.run_router, 8),
     "elementwise": (elementwise.run, 30),

@@ -16,6 +16,10 @@ COLUMNS = {
                               "backend", "time_s"],
     "attention_decode.csv": ["batch", "context_len", "n_heads", "n_kv_heads", "head_dim",
                              "backend", "time_s"],
+    "attention_prefill_sdpa.csv": ["batch", "seq_len", "n_heads", "n_kv_heads", "head_dim",
+                                   "causal", "backend", "time_s"],
+    "attention_decode_sdpa.csv": ["batch", "context_len", "n_heads", "n_kv_heads", "head_dim",
+                                  "backend", "time_s"],
     "moe.csv": ["tokens", "n_experts", "top_k", "hidden", "expert_ffn", "imbalance", "time_s"],
     "router.csv": ["tokens", "n_experts", "top_k", "hidden", "time_s"],
     "elementwise.csv": ["op", "tokens", "hidden", "time_s"],
@@ -34,6 +38,8 @@ EXTRA_COLUMNS = {
     "gemm.csv": ["timing", "tflops"],
     "attention_prefill.csv": ["timing"],
     "attention_decode.csv": ["timing"],
+    "attention_prefill_sdpa.csv": ["timing"],
+    "attention_decode_sdpa.csv": ["timing"],
     "moe.csv": ["impl", "n_experts_total", "assignments", "dirichlet_alpha", "timing"],
     "router.csv": ["timing"],
     "elementwise.csv": ["impl", "timing"],
@@ -42,7 +48,8 @@ EXTRA_COLUMNS = {
     "memcpy.csv": ["bytes_per_s"],
     "collectives.csv": ["src", "dst"],
     "p2p_bandwidth.csv": ["method"],
-    "train_step.csv": ["precision", "n_layers", "detail"],
+    "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
+                       "timed_steps"],
 }
 
 
