@@ -48,8 +48,7 @@ EXTRA_COLUMNS = {
     "memcpy.csv": ["bytes_per_s"],
     "collectives.csv": ["src", "dst"],
     "p2p_bandwidth.csv": ["method"],
-    "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
-                       "timed_steps"],
+    "train_step.csv": ["precision", "n_layers", "detail"],
 }
 
 
