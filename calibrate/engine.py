@@ -3,10 +3,16 @@
     python -m calibrate.engine --out DIR [--shape llama-3.1-8b] [--rates auto|R1,R2] [--budget-s 420]
 
 A Llama-shaped model with random bf16 weights (no download) serves, in order:
-  fit_*   short probes at fixed concurrency (decode at 1, 8, 32 sequences; lone 2048-token
-          prefills); the simulator fits the engine's per-iteration CPU overhead on these only;
+  fit_*   short probes at fixed concurrency (decode at 1 to 48 sequences over 0.1k to 50k KV
+          tokens; lone 2048-token prefills); the simulator fits the engine's per-iteration
+          overhead on these only;
   rate_*  slices of scenarios/traces/azure_llm_2023_conv.csv at two arrival rates, requests
-          submitted by a thread at their arrival times; these are the validation points.
+          submitted by a thread at their arrival times; these are the validation points;
+  late_*  the fit probes again after the rates, to show whether the engine's speed held.
+Each group runs on a fresh engine (a new manager, scheduler and KV cache over the same weights),
+and, as production engines do (vLLM freezes its heap after start-up), the Python heap is collected
+and frozen before each phase (`--gc freeze`), so the garbage collector does not walk the
+model's and the libraries' objects in the middle of an iteration.
 Writes to DIR: engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
 engine_requests_fit.csv (per request: arrival, first token, finish, tokens), engine_iterations.csv
 (per engine iteration: wall times of its CPU and GPU parts and its batch), engine_provenance.yaml.
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +34,7 @@ import numpy as np
 if __package__ in (None, ""):   # run as `python calibrate/engine.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calibrate.engine_run import ITERATION_COLUMNS, Engine, EngineSettings
+from calibrate.engine_run import ITERATION_COLUMNS, Engine, EngineSettings, IterationLog
 from calibrate.engine_trace import engine_trace, rate_tag, write_trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,12 +105,43 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log) -> dict:
-    """Probes at fixed concurrency; returns decode tokens/s at 32 sequences (sizes the trace rates)."""
-    probes = [("fit_b1", 1, 64, 48, 0.0), ("fit_b8", 8, 256, 48, 0.0), ("fit_b32", 32, 256, 48, 0.0),
-              ("fit_prefill", 4, max_prompt, 4, 1.0)]
+def host_facts() -> str:
+    """Load, CPU frequency and thread count: what could make host time per iteration drift."""
+    import torch
+    try:
+        load = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        load = []
+    mhz = []
+    try:
+        mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+    except (OSError, ValueError, IndexError):
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    freq = f"{np.median(mhz):.0f} MHz median of {len(mhz)}" if mhz else "n/a"
+    return f"load {' '.join(load)}; cpus {cpus}; torch threads {torch.get_num_threads()}; cpu freq {freq}"
+
+
+def settle(args, log) -> None:
+    """Collect, then (with --gc freeze) move every live object to the permanent generation."""
+    gc.collect()
+    if args.gc == "freeze":
+        gc.freeze()
+    log(f"host: {host_facts()}; gc frozen {gc.get_freeze_count()}")
+
+
+def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log, prefix: str = "fit",
+               settle_fn=lambda: None) -> tuple[list[dict], dict]:
+    """Probes at fixed concurrency; returns their request rows and decode tokens/s at 32 sequences
+    (sizes the trace rates). The KV range covers the rate phases' (up to ~50k tokens at 1.15/s)."""
+    long = min(1024, max_prompt)
+    probes = [("b1", 1, 64, 48, 0.0), ("b8", 8, 256, 48, 0.0), ("b32", 32, 256, 48, 0.0),
+              ("b16_kv16k", 16, long, 32, 0.0), ("b48_kv48k", 48, long, 32, 0.0),
+              ("prefill", 4, max_prompt, 4, 1.0)]
     rows, stats = [], {}
-    for name, n, prompt, output, gap_s in probes:
+    for probe, n, prompt, output, gap_s in probes:
+        name = f"{prefix}_{probe}"
+        settle_fn()
         t = time.perf_counter()
         recs, start = engine.serve(name, np.arange(n) * gap_s, prompt_ids(rng, [prompt] * n, vocab),
                                    [output] * n, deadline_s=120)
@@ -110,12 +149,11 @@ def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log)
             r["phase"] = name
         rows += recs
         done = [r for r in recs if not math.isnan(r["finish_s"])]
-        if name == "fit_b32" and done:
+        if probe == "b32" and done:
             span = max(r["finish_s"] for r in done) - min(r["first_token_s"] for r in done)
             stats["decode_tokens_per_s_b32"] = (output - 1) * len(done) / max(span, 1e-9)
         log(f"fit: {name}: {time.perf_counter() - t:.1f} s")
-    _write_rows(out / "engine_requests_fit.csv", rows)
-    return stats
+    return rows, stats
 
 
 def choose_rates(arg: str, stats: dict, mean_output: float, log) -> list[float]:
@@ -143,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting phases past this wall time")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gc", default="freeze", choices=("freeze", "default"),
+                    help="freeze the Python heap before each phase (as vLLM does after start-up) or leave GC as is")
+    ap.add_argument("--late-probes", type=int, default=1, help="1: rerun the fit probes after the rates")
     for f in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(EngineSettings, f))
     args = ap.parse_args(argv)
@@ -163,16 +204,31 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.shape, args.device, settings.attn_implementation)
     build_s = time.perf_counter() - t
     log(f"model {args.shape} built in {build_s:.1f} s")
-    engine = Engine(model, settings, log)
-    log(f"engine started; warmup {engine.warmup_s:.1f} s; resolved {settings.resolved}")
+    iterations = IterationLog()
+    iterations.watch_gc(True)
+
+    def fresh_engine(what: str) -> Engine:
+        e = Engine(model, settings, log, iterations)
+        log(f"engine for {what} started; warmup {e.warmup_s:.1f} s; resolved {settings.resolved}")
+        return e
+
+    def settle_fn():
+        settle(args, log)
+
     rng = np.random.default_rng(args.seed)
+    # The probes' prompts come from their own generator so the rate phases' prompts stay those of a
+    # run without them (same seed, same trace rows, same random ids).
+    probe_rng = np.random.default_rng(args.seed + 1)
     vocab = SHAPES[args.shape]["vocab_size"]
-    stats = fit_phases(engine, rng, vocab, args.max_prompt, args.out, log)
+    engine = fresh_engine("fit probes")
+    fit_rows, stats = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "fit", settle_fn)
+    engine.stop()
     probe = engine_trace(args.trace, 1.0, 400, 0, args.max_prompt, args.max_output)
     rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
     offset, served = 0, []
+    late_s = 40.0 if args.late_probes else 0.0    # what the late probes take, kept out of the rates' budget
     for rate in rates:
-        left = args.budget_s - (time.perf_counter() - wall0)
+        left = args.budget_s - late_s - (time.perf_counter() - wall0)
         n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
         n = int(min(n, rate * (left - 60)))
         if n < 10:
@@ -182,23 +238,30 @@ def main(argv: list[str] | None = None) -> int:
         offset += n
         tag = rate_tag(rate)
         write_trace(trace, args.out / f"engine_trace_{tag}.csv")
+        engine = fresh_engine(f"rate {rate}")
+        settle_fn()
         recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
                                trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
         _write_rows(args.out / f"engine_requests_{tag}.csv", recs)
         served.append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
                        "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
-    if not engine.alive():
-        log("engine: the generation thread died; see the log above")
-    engine.stop()
-    phase_start = {}
-    rows = sorted(engine.iterations.rows, key=lambda r: r[1])
-    for r in rows:
-        phase_start.setdefault(r[0], r[1])
+        if not engine.alive():
+            log("engine: the generation thread died; see the log above")
+        engine.stop()
+    if args.late_probes and args.budget_s - (time.perf_counter() - wall0) > late_s:
+        engine = fresh_engine("late probes")
+        late_rows, _ = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "late", settle_fn)
+        fit_rows += late_rows
+        engine.stop()
+    _write_rows(args.out / "engine_requests_fit.csv", fit_rows)
+    iterations.watch_gc(False)
+    rows = sorted(iterations.rows, key=lambda r: r[1])
     with open(args.out / "engine_iterations.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(ITERATION_COLUMNS)
         for r in rows:
-            w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:]])
+            w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:11],
+                        f"{r[11]:.6f}", f"{r[12]:.6f}", r[13]])
     from calibrate.engine_provenance import write_provenance
     write_provenance(args.out / "engine_provenance.yaml", facts, settings, args, served, stats,
                      {"model_build_s": build_s, "warmup_s": engine.warmup_s,

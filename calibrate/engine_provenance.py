@@ -59,11 +59,14 @@ def write_provenance(path: Path, facts: dict, settings, args, served: list[dict]
         "trace": str(Path(args.trace).name),
         "clip": {"max_prompt_tokens": args.max_prompt, "max_output_tokens": args.max_output},
         "seed": args.seed,
+        "python_gc": getattr(args, "gc", "default"),
+        "engines": "a fresh engine (manager, scheduler, KV cache) for the fit probes, each rate and the late probes",
         "rates": served,
         "fit_stats": stats,
         "timings_s": timings,
         "notes": ("fit_* phases are probes for the per-iteration CPU overhead; rate_* phases are the validation "
-                  "points. Times: perf_counter seconds; first/finish are the engine's own token timestamps."),
+                  "points; late_* repeat the probes after the rates. Times: perf_counter seconds; first/finish "
+                  "are the engine's own token timestamps."),
     }
     with open(path, "w") as f:
         yaml.safe_dump(_plain(doc), f, sort_keys=False, width=110)

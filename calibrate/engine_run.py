@@ -5,17 +5,23 @@ releases, so every optional knob is passed only if this version has it, and the 
 instrumentation attaches only to the methods it finds; what was found is reported.
 
 Clock: `time.perf_counter`, the clock the engine stamps tokens with.
+
+Besides wall times, each iteration records the generation thread's CPU time (below its wall time it
+was waiting: for the GIL, the OS scheduler or a non-spinning GPU sync) and the Python garbage
+collection that ran during it, in any thread (a collection holds the GIL, so it stalls the engine).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
 
 ITERATION_COLUMNS = ("phase", "start_s", "prepare_s", "step_s", "update_s", "n_requests", "q_tokens",
-                     "kv_read_tokens", "n_decode", "n_prefill_chunks", "n_first_tokens")
+                     "kv_read_tokens", "n_decode", "n_prefill_chunks", "n_first_tokens", "thread_cpu_s", "gc_s",
+                     "gc_collections")
 
 
 @dataclass
@@ -60,8 +66,26 @@ class IterationLog:
         self.phase = ""
         self._open: dict = {}
         self.attached: list[str] = []
+        self.gc_s = 0.0             # seconds spent in Python GC since the log was made, all threads
+        self.gc_collections = 0
+        self._gc_t0 = 0.0
+
+    def _gc_callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            self.gc_s += time.perf_counter() - self._gc_t0
+            self.gc_collections += 1
+
+    def watch_gc(self, on: bool) -> None:
+        """Count the time of every garbage collection (gc.callbacks) while on."""
+        if on and self._gc_callback not in gc.callbacks:
+            gc.callbacks.append(self._gc_callback)
+        elif not on and self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
 
     def attach(self, processor) -> None:
+        self.attached = []
         sched = getattr(processor, "scheduler", None)
         if sched is not None and hasattr(sched, "schedule_batch"):
             inner = sched.schedule_batch
@@ -85,12 +109,14 @@ class IterationLog:
 
     def _timed(self, fn, key):
         def wrapper(*a, **k):
+            if key == "prepare":
+                cpu0, gc0, n0 = time.thread_time(), self.gc_s, self.gc_collections
             t0 = time.perf_counter()
             out = fn(*a, **k)
             t1 = time.perf_counter()
             if key == "prepare":
                 if out:   # a batch was scheduled: an iteration begins
-                    self._open.update(start=t0, prepare=t1 - t0)
+                    self._open.update(start=t0, prepare=t1 - t0, cpu0=cpu0, gc0=gc0, n0=n0)
                 else:
                     self._open = {}
             elif key == "step" and "start" in self._open:
@@ -99,16 +125,19 @@ class IterationLog:
                 o = self._open
                 self.rows.append((self.phase, o["start"], o["prepare"], o.get("step", 0.0), t1 - t0,
                                   o.get("n_requests", 0), o.get("q_tokens", 0), o.get("kv_read_tokens", 0),
-                                  o.get("n_decode", 0), o.get("n_prefill_chunks", 0), o.get("n_first_tokens", 0)))
+                                  o.get("n_decode", 0), o.get("n_prefill_chunks", 0), o.get("n_first_tokens", 0),
+                                  time.thread_time() - o["cpu0"], self.gc_s - o["gc0"],
+                                  self.gc_collections - o["n0"]))
                 self._open = {}
             return out
         return wrapper
 
 
 class Engine:
-    """One continuous-batching manager over one model, serving phases of requests one after another."""
+    """One continuous-batching manager over one model, serving phases of requests one after another.
+    `iterations` collects the per-iteration rows; pass one log to several engines to gather them all."""
 
-    def __init__(self, model, settings: EngineSettings, log=print):
+    def __init__(self, model, settings: EngineSettings, log=print, iterations: IterationLog | None = None):
         from transformers import GenerationConfig
         self.settings, self.log = settings, log
         gen = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0, max_new_tokens=256)
@@ -128,7 +157,7 @@ class Engine:
         elif hasattr(m, "_create_batch_processor"):
             m.batch_processor = m._create_batch_processor()
         self.warmup_s = time.perf_counter() - t0
-        self.iterations = IterationLog()
+        self.iterations = iterations if iterations is not None else IterationLog()
         if getattr(m, "batch_processor", None) is not None:
             self.iterations.attach(m.batch_processor)
         log(f"engine: instrumentation on {self.iterations.attached or 'nothing (per-iteration log unavailable)'}")
@@ -210,7 +239,16 @@ class Engine:
         return th is None or th.is_alive()
 
     def stop(self) -> None:
+        """Stop the generation thread and drop the batch processor (its KV cache) so a fresh engine can start."""
         try:
             self.manager.stop(block=True, timeout=10)
         except TypeError:
             self.manager.stop()
+        self.manager.batch_processor = None
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
