@@ -13,7 +13,8 @@ from simcluster.cost.calibration import fit_calibration, write_fit
 from simcluster.cost.tables import load_tables, measured_gpus, measured_root
 from simcluster.hardware.gpu import load_gpu
 
-FAMILY_ORDER = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "moe", "elementwise",
+FAMILY_ORDER = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "attention_prefill_sdpa",
+                "attention_decode_sdpa", "moe", "elementwise",
                 "collectives", "collectives_unmeasured_world", "forward_prefill", "forward_decode", "forward_prefill_host_bound",
                 "forward_decode_host_bound")
 

@@ -16,6 +16,11 @@ Methods a prediction reports:
 - 'roofline'    no family fits the op: an op kind never measured, or an attention layout far
                 from every measured one (more than 2x outside the measured heads / kv heads /
                 head dims, e.g. DeepSeek's 576-wide MLA latent): datasheet × defaults.
+
+An attention op marked shape['dispatch'] == 'sdpa' (llm.ops.Implementation.attention: torch's
+default SDPA backend choice, as the plain-torch benchmark runs it) is priced from the
+attention_*_sdpa tables; a GPU without them prices it from the flash tables and its method says
+so, e.g. 'measured (flash table for sdpa)'.
 """
 
 from __future__ import annotations
@@ -66,8 +71,16 @@ class CalibratedKernels:
             hit = self._memo[key] = self._time_s(op)
         return hit
 
-    def _attention_layout_known(self, op: Op) -> bool:
-        fit = self.calibration.prefill if op.kind == "attention_prefill" else self.calibration.decode
+    def _attention_fit(self, op: Op):
+        """(fitted curve, method suffix) of an attention op: its dispatch's table, else flash's."""
+        cal = self.calibration
+        flash = cal.prefill if op.kind == "attention_prefill" else cal.decode
+        if op.shape.get("dispatch") != "sdpa":
+            return flash, ""
+        sdpa = cal.prefill_sdpa if op.kind == "attention_prefill" else cal.decode_sdpa
+        return (sdpa, "") if sdpa is not None else (flash, " (flash table for sdpa)")
+
+    def _attention_layout_known(self, fit, op: Op) -> bool:
         s = op.shape
         return fit is not None and fit.covers_layout(
             [math.log2(max(s[k], 1)) for k in ("n_heads", "n_kv_heads", "head_dim")])
@@ -84,17 +97,19 @@ class CalibratedKernels:
             fit = cal.gemm.get(dtype) or cal.gemm.get("bf16")
             t, covered = fit.predict_s(s["m"], s["n"], s["k"], op.dtype, self.gpu)
             return t, self._method(covered and dtype in cal.gemm)
-        if op.kind in ("attention_prefill", "attention_decode") and not self._attention_layout_known(op):
-            return self.fallback.time_s(op)
-        if op.kind == "attention_prefill" and cal.prefill is not None:
-            t, covered = predict_prefill_s(cal.prefill, self.gpu, op.flops, op.bytes, s["batch"], s["seq_len"],
-                                           s["n_heads"], s["n_kv_heads"], s["head_dim"])
-            # Only a prefill without cached prefix is the shape the table measured.
-            return t, self._method(covered and abs(s.get("context_len", s["seq_len"]) - s["seq_len"]) < 1.0)
-        if op.kind == "attention_decode" and cal.decode is not None:
-            t, covered = predict_decode_s(cal.decode, self.gpu, op.flops, op.bytes, s["batch"], s["context_len"],
-                                          s["n_heads"], s["n_kv_heads"], s["head_dim"])
-            return t, self._method(covered)
+        if op.kind in ("attention_prefill", "attention_decode"):
+            fit, note = self._attention_fit(op)
+            if not self._attention_layout_known(fit, op):
+                return self.fallback.time_s(op)
+            if op.kind == "attention_prefill":
+                t, covered = predict_prefill_s(fit, self.gpu, op.flops, op.bytes, s["batch"], s["seq_len"],
+                                               s["n_heads"], s["n_kv_heads"], s["head_dim"])
+                # Only a prefill without cached prefix is the shape the table measured.
+                covered = covered and abs(s.get("context_len", s["seq_len"]) - s["seq_len"]) < 1.0
+            else:
+                t, covered = predict_decode_s(fit, self.gpu, op.flops, op.bytes, s["batch"], s["context_len"],
+                                              s["n_heads"], s["n_kv_heads"], s["head_dim"])
+            return t, self._method(covered) + note
         if op.kind == "moe" and cal.moe is not None:
             pairs = op.flops / (2.0 * MATRICES * s["hidden"] * s["expert_ffn"])
             t, covered = predict_moe_s(cal.moe, self.gpu, pairs, s.get("local_experts", s["n_experts"]),

@@ -43,6 +43,9 @@ class Calibration:
     launch_s: dict[str, float] = field(default_factory=dict)       # 'eager' / 'cuda_graph' -> s per kernel
     collectives: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    # Attention through torch's default SDPA dispatch (Implementation.attention == 'sdpa').
+    prefill_sdpa: CurveFit | None = None
+    decode_sdpa: CurveFit | None = None
 
     def to_json(self) -> dict:
         return {
@@ -54,6 +57,8 @@ class Calibration:
             "elementwise": {op: f.to_json() for op, f in self.elementwise.items()},
             "launch_s": self.launch_s,
             "collectives": [c.to_json() for c in self.collectives.values()],
+            "attention_prefill_sdpa": self.prefill_sdpa.to_json() if self.prefill_sdpa else None,
+            "attention_decode_sdpa": self.decode_sdpa.to_json() if self.decode_sdpa else None,
         }
 
     @classmethod
@@ -64,7 +69,8 @@ class Calibration:
         return cls(d["gpu"], {k: GemmDtypeFit.from_json(v) for k, v in d.get("gemm", {}).items()},
                    opt(d.get("attention_prefill")), opt(d.get("attention_decode")), opt(d.get("moe")),
                    {k: CurveFit.from_json(v) for k, v in d.get("elementwise", {}).items()},
-                   dict(d.get("launch_s", {})), {(c.op, c.world_size): c for c in curves}, d.get("provenance", {}))
+                   dict(d.get("launch_s", {})), {(c.op, c.world_size): c for c in curves}, d.get("provenance", {}),
+                   opt(d.get("attention_prefill_sdpa")), opt(d.get("attention_decode_sdpa")))
 
 
 def launch_per_kernel_s(frame) -> dict[str, float]:
@@ -101,6 +107,10 @@ def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") ->
         cal.prefill = fit_prefill(f, gpu)
     if (f := rows("attention_decode.csv")) is not None:
         cal.decode = fit_decode(f, gpu)
+    if (f := rows("attention_prefill_sdpa.csv")) is not None:
+        cal.prefill_sdpa = fit_prefill(f, gpu)
+    if (f := rows("attention_decode_sdpa.csv")) is not None:
+        cal.decode_sdpa = fit_decode(f, gpu)
     if (f := rows("moe.csv")) is not None:
         cal.moe = fit_moe(f, gpu)
     if (f := rows("elementwise.csv")) is not None:

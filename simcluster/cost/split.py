@@ -3,8 +3,8 @@
 Held out are whole SHAPES the fit never sees, chosen by rule, never by random rows:
 - gemm.csv: every 5th (n, k) projection family in sorted order (all its m and dtypes), and every
   off-grid shape (calibrate/shapes.py GEMM_OFF_GRID);
-- attention_prefill.csv / attention_decode.csv: within each head layout, every 4th point of the
-  (batch, length) grid in sorted order;
+- attention_prefill.csv / attention_decode.csv and their _sdpa twins: within each head layout,
+  every 4th point of the (batch, length) grid in sorted order;
 - moe.csv: every 4th (tokens, imbalance) point of each expert layout;
 - elementwise.csv: every 4th token count of each (op, hidden);
 - collectives.csv: every 3rd message size of each (op, world size), the smallest and largest kept;
@@ -52,9 +52,9 @@ def heldout_mask(name: str, frame: pd.DataFrame) -> np.ndarray:
         return np.ones(len(frame), bool)
     if name == "gemm.csv":
         return gemm_heldout(frame)
-    if name == "attention_prefill.csv":
+    if name in ("attention_prefill.csv", "attention_prefill_sdpa.csv"):
         return _every(frame, ["n_heads", "n_kv_heads", "head_dim", "causal"], ["batch", "seq_len"], GRID_STRIDE, GRID_OFFSET)
-    if name == "attention_decode.csv":
+    if name in ("attention_decode.csv", "attention_decode_sdpa.csv"):
         return _every(frame, ["n_heads", "n_kv_heads", "head_dim"], ["batch", "context_len"], GRID_STRIDE, GRID_OFFSET)
     if name == "moe.csv":
         return _every(frame, ["n_experts", "hidden", "expert_ffn"], ["tokens", "imbalance"], GRID_STRIDE, GRID_OFFSET)

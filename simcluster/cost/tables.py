@@ -24,6 +24,12 @@ REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
                               ("time_s", "num")),
     "attention_decode.csv": (("batch", "num"), ("context_len", "num"), ("n_heads", "num"),
                              ("n_kv_heads", "num"), ("head_dim", "num"), ("time_s", "num")),
+    # The same grids through SDPA with torch's default backend choice (calibrate/attention_sdpa.py).
+    "attention_prefill_sdpa.csv": (("batch", "num"), ("seq_len", "num"), ("n_heads", "num"),
+                                   ("n_kv_heads", "num"), ("head_dim", "num"), ("causal", "bool"),
+                                   ("time_s", "num")),
+    "attention_decode_sdpa.csv": (("batch", "num"), ("context_len", "num"), ("n_heads", "num"),
+                                  ("n_kv_heads", "num"), ("head_dim", "num"), ("time_s", "num")),
     "moe.csv": (("tokens", "num"), ("n_experts", "num"), ("top_k", "num"), ("hidden", "num"),
                 ("expert_ffn", "num"), ("imbalance", "num"), ("time_s", "num")),
     "router.csv": (("tokens", "num"), ("n_experts", "num"), ("top_k", "num"), ("hidden", "num"),

@@ -59,6 +59,9 @@ class Implementation:
     gated_activation: 'fused' (one silu_mul op, as the elementwise table times it on the halves
       of one gate_up output) or 'separate' (silu(gate), then * up: two kernels on contiguous
       tensors, as separate gate and up projections leave them).
+    attention: 'flash' (the engine's fused attention kernel, priced from the flash-pinned
+      attention tables) or 'sdpa' (torch's scaled_dot_product_attention with its default backend
+      choice, priced from the attention_*_sdpa tables where a GPU has them).
     """
 
     fused_projections: bool = True
@@ -66,11 +69,12 @@ class Implementation:
     rope: str = "fused"
     final_norm_all_tokens: bool = False
     gated_activation: str = "fused"
+    attention: str = "flash"
 
 
 # calibrate/llama.py's decoder as torch runs it eagerly or captured in a graph.
 PLAIN_TORCH = Implementation(fused_projections=False, rope="rotate_half", final_norm_all_tokens=True,
-                             gated_activation="separate")
+                             gated_activation="separate", attention="sdpa")
 # Kernels of the rotate-half RoPE on q and k: neg, cat, mul, mul, add on each tensor.
 ROTATE_HALF_KERNELS = 10
 # The elementwise table's 'rope' rows rotate the query width plus 8 KV heads of head_dim 128
@@ -236,24 +240,33 @@ def _attention_dims(llm: LlmSpec, tp: int) -> tuple[int, int, int, int, int, int
     return h, _heads_per_rank(llm.n_kv_heads, tp), d, d, d, d
 
 
+def _dispatch(shape: dict, attention: str) -> dict:
+    """The op's shape, marked when it runs through torch's default SDPA dispatch (the flash form,
+    the default, stays unmarked)."""
+    return shape if attention == "flash" else {**shape, "dispatch": attention}
+
+
 def prefill_attention_op(llm: LlmSpec, n_seqs: int, new_tokens: int, context_tokens: int, pairs: float,
-                         tp: int = 1, layers: int = 1, dtype: str = "bf16", kv_dtype: str = "bf16") -> Op:
+                         tp: int = 1, layers: int = 1, dtype: str = "bf16", kv_dtype: str = "bf16",
+                         attention: str = "flash") -> Op:
     """Causal attention of `new_tokens` over `context_tokens` keys in n_seqs sequences.
 
     pairs = Σ s·(c + (s+1)/2): query-key pairs when s new tokens follow c cached ones (causal mask).
     FLOPs = 2·heads·(d_qk + d_v)·pairs; bytes = Q and O once + the whole K/V context once.
+    attention: Implementation.attention.
     """
     h, kv, dqk, dv, _, _ = _attention_dims(llm, tp)
     kv_token_bytes = kv_bytes_per_token(llm, tp, 1, kv_dtype) / llm.n_layers
     b = dtype_bytes(dtype)
     return Op("attn.prefill", "attention_prefill", flops=2.0 * h * (dqk + dv) * pairs,
               bytes=new_tokens * h * (dqk + dv) * b + context_tokens * kv_token_bytes, repeat=layers, dtype=dtype,
-              shape={"batch": n_seqs, "seq_len": new_tokens / n_seqs, "context_len": context_tokens / n_seqs,
-                     "n_heads": h, "n_kv_heads": kv, "head_dim": dqk})
+              shape=_dispatch({"batch": n_seqs, "seq_len": new_tokens / n_seqs,
+                               "context_len": context_tokens / n_seqs, "n_heads": h, "n_kv_heads": kv,
+                               "head_dim": dqk}, attention))
 
 
 def decode_attention_op(llm: LlmSpec, n_seqs: int, context_tokens: int, tp: int = 1, layers: int = 1,
-                        dtype: str = "bf16", kv_dtype: str = "bf16") -> Op:
+                        dtype: str = "bf16", kv_dtype: str = "bf16", attention: str = "flash") -> Op:
     """One new query per sequence against its KV cache (context_tokens summed over the batch,
     the new token included). Memory-bound: reads every cached K/V byte once."""
     h, kv, _, _, dqk, dv = _attention_dims(llm, tp)
@@ -261,21 +274,22 @@ def decode_attention_op(llm: LlmSpec, n_seqs: int, context_tokens: int, tp: int 
     b = dtype_bytes(dtype)
     return Op("attn.decode", "attention_decode", flops=2.0 * h * (dqk + dv) * context_tokens,
               bytes=context_tokens * kv_token_bytes + n_seqs * h * (dqk + dv) * b, repeat=layers, dtype=dtype,
-              shape={"batch": n_seqs, "context_len": context_tokens / n_seqs, "n_heads": h, "n_kv_heads": kv,
-                     "head_dim": dqk})
+              shape=_dispatch({"batch": n_seqs, "context_len": context_tokens / n_seqs, "n_heads": h,
+                               "n_kv_heads": kv, "head_dim": dqk}, attention))
 
 
 def attention_ops(llm: LlmSpec, batch: Batch, tp: int = 1, layers: int = 1, dtype: str = "bf16",
-                  kv_dtype: str = "bf16") -> list[Op]:
+                  kv_dtype: str = "bf16", attention: str = "flash") -> list[Op]:
     ops = []
     if batch.prefill:
         pairs = sum(s * (c + (s + 1) / 2.0) for s, c in batch.prefill)
         new = sum(s for s, _ in batch.prefill)
         ctx = sum(s + c for s, c in batch.prefill)
-        ops.append(prefill_attention_op(llm, len(batch.prefill), new, ctx, pairs, tp, layers, dtype, kv_dtype))
+        ops.append(prefill_attention_op(llm, len(batch.prefill), new, ctx, pairs, tp, layers, dtype, kv_dtype,
+                                        attention))
     if batch.decode:
         ctx = sum(batch.decode) + len(batch.decode)
-        ops.append(decode_attention_op(llm, len(batch.decode), ctx, tp, layers, dtype, kv_dtype))
+        ops.append(decode_attention_op(llm, len(batch.decode), ctx, tp, layers, dtype, kv_dtype, attention))
     return ops
 
 
@@ -385,7 +399,7 @@ def forward_ops(
     ops = linear_ops(llm, batch.new_tokens, batch.n_sequences, tp, pp, ep, dtype, stage, moe_imbalance, impl,
                      kv_dtype)
     layers = len(stage_layers(llm, pp, stage))
-    attn = attention_ops(llm, batch, tp, layers, dtype, kv_dtype)
+    attn = attention_ops(llm, batch, tp, layers, dtype, kv_dtype, impl.attention)
     # Keep execution order readable: attention core right after the rope op.
     at = next(i for i, o in enumerate(ops) if o.kind == "rope") + 1
     return ops[:at] + attn + ops[at:]

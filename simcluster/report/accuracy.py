@@ -49,20 +49,24 @@ def kernel_predictions(cal: Calibration, tables: MeasuredTables, gpu: GpuSpec) -
             if fit is not None:
                 t, c = fit.predict_s(r.m, r.n, r.k, r.dtype, gpu)
                 add(f"gemm_{r.dtype}", f"{r.m:g}x{r.n:g}x{r.k:g}", r.time_s, t, c)
-    if (f := _held(tables, "attention_prefill.csv")) is not None and cal.prefill is not None:
-        for r in f.itertuples():
-            fl, by = prefill_counts(r.batch, r.seq_len, r.n_heads, r.n_kv_heads, r.head_dim, r.causal)
-            t, c = predict_prefill_s(cal.prefill, gpu, float(fl), float(by), r.batch, r.seq_len, r.n_heads,
-                                     r.n_kv_heads, r.head_dim, bool(r.causal))
-            add("attention_prefill", f"b{r.batch:g} s{r.seq_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}",
-                r.time_s, t, c)
-    if (f := _held(tables, "attention_decode.csv")) is not None and cal.decode is not None:
-        for r in f.itertuples():
-            fl, by = decode_counts(r.batch, r.context_len, r.n_heads, r.n_kv_heads, r.head_dim)
-            t, c = predict_decode_s(cal.decode, gpu, float(fl), float(by), r.batch, r.context_len, r.n_heads,
-                                    r.n_kv_heads, r.head_dim)
-            add("attention_decode", f"b{r.batch:g} c{r.context_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}",
-                r.time_s, t, c)
+    # Flash-pinned attention (the serving form) and the same grids through SDPA's default dispatch.
+    for family, prefill, decode in (("attention", cal.prefill, cal.decode),
+                                    ("attention_sdpa", cal.prefill_sdpa, cal.decode_sdpa)):
+        suffix = family[len("attention"):]
+        if (f := _held(tables, f"attention_prefill{suffix}.csv")) is not None and prefill is not None:
+            for r in f.itertuples():
+                fl, by = prefill_counts(r.batch, r.seq_len, r.n_heads, r.n_kv_heads, r.head_dim, r.causal)
+                t, c = predict_prefill_s(prefill, gpu, float(fl), float(by), r.batch, r.seq_len, r.n_heads,
+                                         r.n_kv_heads, r.head_dim, bool(r.causal))
+                add(f"attention_prefill{suffix}",
+                    f"b{r.batch:g} s{r.seq_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}", r.time_s, t, c)
+        if (f := _held(tables, f"attention_decode{suffix}.csv")) is not None and decode is not None:
+            for r in f.itertuples():
+                fl, by = decode_counts(r.batch, r.context_len, r.n_heads, r.n_kv_heads, r.head_dim)
+                t, c = predict_decode_s(decode, gpu, float(fl), float(by), r.batch, r.context_len, r.n_heads,
+                                        r.n_kv_heads, r.head_dim)
+                add(f"attention_decode{suffix}",
+                    f"b{r.batch:g} c{r.context_len:g} h{r.n_heads:g}/{r.n_kv_heads:g} d{r.head_dim:g}", r.time_s, t, c)
     if (f := _held(tables, "moe.csv")) is not None and cal.moe is not None:
         impl = fit_moe_impl(tables)
         for r in f[f["impl"] == impl].itertuples() if "impl" in f.columns else f.itertuples():
@@ -123,7 +127,8 @@ def fit_moe_impl(tables: MeasuredTables) -> str | None:
 def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
     """Every model_forward.csv row of a catalog LLM, predicted from forward_ops with the kernels
     the benchmark model runs (llm.ops.PLAIN_TORCH: separate q/k/v and gate/up GEMMs, rotate-half
-    RoPE, K/V-cache writes in decode; its prefill keeps no cache)."""
+    RoPE, K/V-cache writes in decode, attention through SDPA's default dispatch; its prefill keeps no
+    cache)."""
     from dataclasses import replace
 
     from simcluster.catalog import CatalogError
@@ -165,7 +170,8 @@ def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.
 def transfer_predictions(source: Calibration, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
     """Every held-out kernel row of `gpu` predicted from another GPU's calibration on this GPU's
     datasheet peaks: the accuracy of the 'transferred' path (families '<family>_transferred')."""
-    cal = Calibration(source.gpu, source.gemm, source.prefill, source.decode, source.moe, source.elementwise)
+    cal = Calibration(source.gpu, source.gemm, source.prefill, source.decode, source.moe, source.elementwise,
+                      prefill_sdpa=source.prefill_sdpa, decode_sdpa=source.decode_sdpa)
     preds = kernel_predictions(cal, tables, gpu)
     preds = preds[~preds["family"].str.startswith("collectives")].copy()
     preds["family"] = preds["family"] + "_transferred"

@@ -34,6 +34,9 @@ NOTES = """
 
 - **Kernel families** (`gemm_*`, `attention_*`, `moe`, `elementwise`, `collectives`) compare
   single-kernel predictions with microbenchmarks of the same kernels.
+- **`attention_*_sdpa`** time the same attention grids through PyTorch's
+  `scaled_dot_product_attention` with its default backend choice (cuDNN on Hopper), as the
+  plain-PyTorch Llama calls it; plain `attention_*` pin the flash backend, the serving form.
 - **`forward_prefill` / `forward_decode`** compare a whole forward iteration — simcluster's op
   list priced op by op — with the calibration suite's plain-PyTorch Llama at the same shapes.
   This is the error that matters for the simulators.

@@ -129,3 +129,29 @@ def test_choose_bandwidth_prefers_wide_kernels_for_smooth_residuals():
     groups = x[:, 1].astype(int)
     wide, narrow = np.array([1.0, 2.0]), np.array([1.0, 0.2])
     assert choose_bandwidth(x, smooth, groups, [narrow, wide]) is wide
+
+
+def test_sdpa_dispatch_prices_from_its_own_tables_else_says_flash():
+    """Implementation.attention == 'sdpa' (the plain-torch benchmark) reads attention_*_sdpa;
+    without them the flash curve prices it and the method names the substitution."""
+    import copy
+
+    from simcluster.cost.attention_fit import fit_decode
+    llm = load_llm("llama-3.1-8b")
+    flash_op = decode_attention_op(llm, 32, 32 * 2048, layers=1)
+    sdpa_op = decode_attention_op(llm, 32, 32 * 2048, layers=1, attention="sdpa")
+    assert "dispatch" not in flash_op.shape and sdpa_op.shape["dispatch"] == "sdpa"
+    cal = copy.copy(load_calibration(H100))
+    cal.prefill_sdpa = cal.decode_sdpa = None
+    without = CalibratedKernels(H100, cal)
+    t_flash, m_flash = without.time_s(flash_op)
+    t_sub, m_sub = without.time_s(sdpa_op)
+    assert t_sub == t_flash and m_sub == m_flash + " (flash table for sdpa)"
+    # A synthetic sdpa table exactly half as slow as flash: the sdpa op follows it, flash does not.
+    frame = load_tables("h100-sxm").get("attention_decode.csv").copy()
+    frame["time_s"] = frame["time_s"] / 2
+    cal.decode_sdpa = fit_decode(frame, H100)
+    with_sdpa = CalibratedKernels(H100, cal)
+    t_sdpa, m_sdpa = with_sdpa.time_s(sdpa_op)
+    assert m_sdpa == m_flash and t_sdpa == pytest.approx(t_flash / 2, rel=0.02)
+    assert with_sdpa.time_s(flash_op) == (t_flash, m_flash)
