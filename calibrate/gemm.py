@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from calibrate.context import BenchContext
-from calibrate.shapes import gemm_points
+from calibrate.shapes import gemm_misaligned_points, gemm_points
 from calibrate.timing import rotation_count
 
 # Points above this many FLOPs take ~30 ms a call and add nothing a fitted curve cannot: the
@@ -73,3 +73,25 @@ def run(ctx: BenchContext) -> None:
         ctx.note(f"gemm: {count} shapes failed with {key}")
     if ctx.skipped:
         ctx.note(f"gemm: time budget ran out, {ctx.skipped} shapes not measured")
+
+
+def run_misaligned(ctx: BenchContext) -> None:
+    """bf16 GEMMs whose k or n is not a multiple of 8 (row strides off 16 bytes), for the fit."""
+    with ctx.table("gemm_misaligned.csv") as out:
+        for m, n, k, source in gemm_misaligned_points(ctx.smoke):
+            if ctx.expired():
+                ctx.skipped += 1
+                continue
+            n_sets = rotation_count((m * k + n * k) * 2, ctx.timer.l2_bytes)
+            sets = ctx.pool.sets([(m, k), (n, k)], torch.bfloat16, n_sets)
+            try:
+                t, how = ctx.timer.measure(gemm_call("bf16", sets), n_sets)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                ctx.note(f"gemm_misaligned {m}x{n}x{k}: {type(exc).__name__}")
+                continue
+            out.add(m=m, n=n, k=k, dtype="bf16", time_s=t, source=source, timing=how,
+                    tflops=2.0 * m * n * k / t / 1e12)
+    if ctx.skipped:
+        ctx.note(f"gemm_misaligned: time budget ran out, {ctx.skipped} shapes not measured")

@@ -22,8 +22,9 @@ SINGLE_SECTIONS = {
     "attention_prefill": (attention.run_prefill, 45),
     "attention_decode": (attention.run_decode, 30),
     # The same grids through SDPA as the model benchmark calls it (default backend choice).
-    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 45),
-    "attention_decode_sdpa": (attention_sdpa.run_decode, 30),
+    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 40),
+    "attention_decode_sdpa": (attention_sdpa.run_decode, 25),
+    "gemm_misaligned": (gemm.run_misaligned, 15),
     "moe": (moe.run, 40),
     "router": (moe.run_router, 8),
     "elementwise": (elementwise.run, 30),

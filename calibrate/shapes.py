@@ -43,6 +43,14 @@ GEMM_OFF_GRID = ((3000, 5000, 7000), (1000, 3000, 5000), (7000, 2000, 9000), (33
                  (5000, 7168, 3000), (48, 11000, 2500), (12000, 1536, 6144), (2500, 2500, 2500))
 
 
+# Fit-side shapes whose k or n is not a multiple of 8 elements: a bf16 row stride that is not a
+# multiple of 16 bytes keeps cuBLAS off its aligned kernels.  Distinct from every GEMM_OFF_GRID
+# (n, k), so the held-out misaligned shapes there stay unseen.  k only, n only, both.
+GEMM_MISALIGNED_NK = ((4096, 1500), (14336, 3500), (1024, 5500), (1500, 4096), (5500, 2048),
+                      (3500, 3500))
+GEMM_MISALIGNED_M = (1, 8, 32, 128, 512, 2048, 8192)
+
+
 def projection_shapes(dims: DenseDims, tp: int) -> list[tuple[int, int, str]]:
     """(n, k, projection name) of one decoder layer's GEMMs at tensor-parallel degree `tp`.
 
@@ -80,6 +88,13 @@ def gemm_points(smoke: bool) -> list[tuple[int, int, int, str]]:
     nk = gemm_nk_sources()
     points = [(m, n, k, s) for m in GEMM_M_ORDER for n, k, s in nk]
     return points + [(m, n, k, "off_grid") for m, n, k in GEMM_OFF_GRID]
+
+
+def gemm_misaligned_points(smoke: bool) -> list[tuple[int, int, int, str]]:
+    """(m, n, k, source) of the misaligned fit-side sweep (bf16 only: fp8 needs multiples of 16)."""
+    if smoke:
+        return [(m, n, k, "misaligned") for m in (1, 16) for n, k in ((64, 20), (20, 64))]
+    return [(m, n, k, "misaligned") for n, k in GEMM_MISALIGNED_NK for m in GEMM_MISALIGNED_M]
 
 
 # (n_heads, n_kv_heads, head_dim): Llama-3.1-8B/70B at TP1/TP8, Llama-3.2-1B, and between.

@@ -12,6 +12,7 @@ from pathlib import Path
 # The columns every consumer may rely on, in order; a writer may append more after them.
 COLUMNS = {
     "gemm.csv": ["m", "n", "k", "dtype", "time_s", "source"],
+    "gemm_misaligned.csv": ["m", "n", "k", "dtype", "time_s", "source"],
     "attention_prefill.csv": ["batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "causal",
                               "backend", "time_s"],
     "attention_decode.csv": ["batch", "context_len", "n_heads", "n_kv_heads", "head_dim",
@@ -36,6 +37,7 @@ COLUMNS = {
 # Columns each writer appends after the required ones.
 EXTRA_COLUMNS = {
     "gemm.csv": ["timing", "tflops"],
+    "gemm_misaligned.csv": ["timing", "tflops"],
     "attention_prefill.csv": ["timing"],
     "attention_decode.csv": ["timing"],
     "attention_prefill_sdpa.csv": ["timing"],
