@@ -12,7 +12,8 @@ A Llama-shaped model with random bf16 weights (no download) serves, in order:
 Each group runs on a fresh engine (a new manager, scheduler and KV cache over the same weights),
 and, as production engines do (vLLM freezes its heap after start-up), the Python heap is collected
 and frozen before each phase (`--gc freeze`), so the garbage collector does not walk the
-model's and the libraries' objects in the middle of an iteration.
+model's and the libraries' objects in the middle of an iteration; torch's CPU threads are set to
+one, as vLLM sets them for its workers.
 Writes to DIR: engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
 engine_requests_fit.csv (per request: arrival, first token, finish, tokens), engine_iterations.csv
 (per engine iteration: wall times of its CPU and GPU parts and its batch), engine_provenance.yaml.
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gc", default="freeze", choices=("freeze", "default"),
                     help="freeze the Python heap before each phase (as vLLM does after start-up) or leave GC as is")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="CPU threads for torch ops; 1 as vLLM sets for its workers, so idle OpenMP workers "
+                         "do not spin on the cores the engine's Python thread runs on (0: torch's default)")
     ap.add_argument("--late-probes", type=int, default=1, help="1: rerun the fit probes after the rates")
     for f in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(EngineSettings, f))
@@ -198,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         logf.flush()
 
     facts = introspect(log)
+    if args.torch_threads > 0:
+        import torch
+        torch.set_num_threads(args.torch_threads)
     settings = EngineSettings(block_size=args.block_size, num_blocks=args.num_blocks,
                               max_batch_tokens=args.max_batch_tokens, max_requests_per_batch=args.max_requests_per_batch)
     t = time.perf_counter()
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writerow(ITERATION_COLUMNS)
         for r in rows:
             w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:11],
-                        f"{r[11]:.6f}", f"{r[12]:.6f}", r[13]])
+                        f"{r[11]:.6f}", f"{r[12]:.6f}", r[13], f"{r[14]:.6f}", f"{r[15]:.6f}"])
     from calibrate.engine_provenance import write_provenance
     write_provenance(args.out / "engine_provenance.yaml", facts, settings, args, served, stats,
                      {"model_build_s": build_s, "warmup_s": engine.warmup_s,

@@ -60,6 +60,7 @@ def write_provenance(path: Path, facts: dict, settings, args, served: list[dict]
         "clip": {"max_prompt_tokens": args.max_prompt, "max_output_tokens": args.max_output},
         "seed": args.seed,
         "python_gc": getattr(args, "gc", "default"),
+        "torch_threads": getattr(args, "torch_threads", 0),
         "engines": "a fresh engine (manager, scheduler, KV cache) for the fit probes, each rate and the late probes",
         "rates": served,
         "fit_stats": stats,

@@ -7,8 +7,12 @@ instrumentation attaches only to the methods it finds; what was found is reporte
 Clock: `time.perf_counter`, the clock the engine stamps tokens with.
 
 Besides wall times, each iteration records the generation thread's CPU time (below its wall time it
-was waiting: for the GIL, the OS scheduler or a non-spinning GPU sync) and the Python garbage
-collection that ran during it, in any thread (a collection holds the GIL, so it stalls the engine).
+was waiting: for the GIL, the OS scheduler or a non-spinning GPU sync), the Python garbage
+collection that ran during it, in any thread (a collection holds the GIL, so it stalls the engine),
+the wall time of the forward's launch (`model_runner.compute_batch`: in sync mode it returns once
+every kernel is queued) and the GPU span from before the first launch to after the last kernel
+(CUDA events on the compute stream). gpu_s close to launch_s: the GPU waited on the host;
+gpu_s well above launch_s: the GPU was the bottleneck.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 
 ITERATION_COLUMNS = ("phase", "start_s", "prepare_s", "step_s", "update_s", "n_requests", "q_tokens",
                      "kv_read_tokens", "n_decode", "n_prefill_chunks", "n_first_tokens", "thread_cpu_s", "gc_s",
-                     "gc_collections")
+                     "gc_collections", "launch_s", "gpu_s")
 
 
 @dataclass
@@ -106,6 +110,35 @@ class IterationLog:
             if hasattr(processor, name):
                 setattr(processor, name, self._timed(getattr(processor, name), key))
                 self.attached.append(name)
+        runner = getattr(processor, "model_runner", None)
+        if runner is not None and hasattr(runner, "compute_batch"):
+            stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
+            runner.compute_batch = self._launch_timed(runner.compute_batch, stream)
+            self.attached.append("model_runner.compute_batch")
+
+    def _launch_timed(self, fn, stream):
+        def compute_batch(*a, **k):
+            import torch
+            events = None
+            if torch.cuda.is_available():
+                s = stream if stream is not None else torch.cuda.current_stream()
+                events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                events[0].record(s)
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            self._open["launch"] = time.perf_counter() - t0
+            if events is not None:
+                events[1].record(s)
+                self._open["events"] = events
+            return out
+        return compute_batch
+
+    def _gpu_s(self, o: dict) -> float:
+        events = o.get("events")
+        if events is None:
+            return float("nan")
+        events[1].synchronize()    # already done: update_batch has read the outputs back
+        return events[0].elapsed_time(events[1]) / 1000.0
 
     def _timed(self, fn, key):
         def wrapper(*a, **k):
@@ -127,7 +160,7 @@ class IterationLog:
                                   o.get("n_requests", 0), o.get("q_tokens", 0), o.get("kv_read_tokens", 0),
                                   o.get("n_decode", 0), o.get("n_prefill_chunks", 0), o.get("n_first_tokens", 0),
                                   time.thread_time() - o["cpu0"], self.gc_s - o["gc0"],
-                                  self.gc_collections - o["n0"]))
+                                  self.gc_collections - o["n0"], o.get("launch", float("nan")), self._gpu_s(o)))
                 self._open = {}
             return out
         return wrapper
