@@ -102,7 +102,7 @@ def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") ->
 
     cal = Calibration(gpu.name)
     if (f := rows("gemm.csv")) is not None:
-        cal.gemm = fit_gemm(f, gpu)
+        cal.gemm = fit_gemm(f, gpu, rows("gemm_misaligned.csv"))
     if (f := rows("attention_prefill.csv")) is not None:
         cal.prefill = fit_prefill(f, gpu)
     if (f := rows("attention_decode.csv")) is not None:

@@ -1,6 +1,9 @@
 """GEMM family: a wave-quantized two-roof curve fitted per GPU and dtype, corrected by the measured
 residuals — interpolated in log m for an (n, k) the table holds ('measured'), kernel-smoothed
 over (log m, log n, log k) from the neighbouring families for one it does not ('fitted').
+
+A shape whose k or n leaves a row stride off 16 bytes (gemm_misaligned.csv: every catalog width
+is aligned) takes a further slowdown over log m, measured on misaligned shapes of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +25,19 @@ SMOOTH_PRIOR_WEIGHT, SMOOTH_RIDGE = 0.1, 1.0
 # Unseen (n, k) families: the correction is tabulated over log2 m on this grid at first use.
 LOG2_M_GRID = np.arange(0.0, 17.01, 0.5)
 THETA0 = (math.log(3e-6), math.log(1.3), math.log(1.2), math.log(3.0), math.log(0.3), 0.0)
+# cuBLAS runs its fastest (TMA, 128-bit load) kernels only on operands whose leading dimensions
+# are multiples of 16 bytes (cuBLAS docs, 'Tensor Core Usage' and cublasLt alignment rules).
+ALIGN_BYTES = 16
+
+
+def misalignment(n, k, dtype: str) -> str | None:
+    """'k' when A and W rows (stride k) are off 16 bytes, else 'n' when C rows are, else None."""
+    per = max(1, int(ALIGN_BYTES // dtype_bytes(dtype)))
+    if int(k) % per:
+        return "k"
+    if int(n) % per:
+        return "n"
+    return None
 
 
 def gemm_features(m, n, k, dtype: str, gpu: GpuSpec):
@@ -54,11 +70,12 @@ def gemm_base_s(theta, feats):
 class GemmDtypeFit:
     """Fitted curve and residual corrections for one dtype on one GPU."""
 
-    def __init__(self, theta, families: dict, smoother: Smoother, m_range: dict):
+    def __init__(self, theta, families: dict, smoother: Smoother, m_range: dict, misaligned: dict | None = None):
         self.theta = np.asarray(theta, float)
         self.families = families            # (n, k) -> Interp1D of log residual over log2 m
         self.smoother = smoother
         self.m_range = m_range
+        self.misaligned = misaligned or {}  # 'k' / 'n' -> Interp1D of log slowdown over log2 m
         self._unseen: dict[tuple[int, int], Interp1D] = {}   # (n, k) -> correction over log2 m
 
     @classmethod
@@ -79,8 +96,30 @@ class GemmDtypeFit:
         return cls(theta, families, Smoother(points, resid, SMOOTH_BANDWIDTH, SMOOTH_PRIOR_WEIGHT, SMOOTH_RIDGE),
                    {"min": float(m.min()), "max": float(m.max())})
 
+    def fit_misalignment(self, m, n, k, time_s, dtype: str, gpu: GpuSpec) -> None:
+        """Slowdown curves of misaligned shapes: their log(measured / aligned prediction), averaged
+        per m within each kind ('k' or 'n', see `misalignment`)."""
+        kinds: dict[str, dict[float, list[float]]] = {}
+        for mi, ni, ki, ti in zip(*(np.asarray(x, float).tolist() for x in (m, n, k, time_s))):
+            kind = misalignment(ni, ki, dtype)
+            if kind is None:
+                continue
+            aligned, _ = self._aligned_s(mi, ni, ki, dtype, gpu)
+            kinds.setdefault(kind, {}).setdefault(math.log2(max(mi, 1.0)), []).append(math.log(ti / aligned))
+        self.misaligned = {kind: Interp1D(list(by_m), [float(np.mean(v)) for v in by_m.values()])
+                           for kind, by_m in sorted(kinds.items())}
+
     def predict_s(self, m: float, n: float, k: float, dtype: str, gpu: GpuSpec) -> tuple[float, bool]:
         """(seconds, True when an interpolated measured family covered the shape)."""
+        t, covered = self._aligned_s(m, n, k, dtype, gpu)
+        curve = self.misaligned.get(misalignment(n, k, dtype))
+        if curve is not None:
+            # Outside the measured m range the nearest measured slowdown holds.
+            x = min(max(math.log2(max(m, 1.0)), float(curve.x[0])), float(curve.x[-1]))
+            t *= math.exp(curve(x))
+        return t, covered
+
+    def _aligned_s(self, m: float, n: float, k: float, dtype: str, gpu: GpuSpec) -> tuple[float, bool]:
         base = float(gemm_base_s(self.theta, gemm_features(m, n, k, dtype, gpu)))
         fam = self.families.get((int(n), int(k)))
         if fam is not None:
@@ -101,19 +140,26 @@ class GemmDtypeFit:
     def to_json(self) -> dict:
         return {"theta": self.theta.tolist(),
                 "families": [{"n": n, "k": k, **f.to_json()} for (n, k), f in self.families.items()],
-                "smoother": self.smoother.to_json(), "m_range": self.m_range}
+                "smoother": self.smoother.to_json(), "m_range": self.m_range,
+                "misaligned": {kind: c.to_json() for kind, c in self.misaligned.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> "GemmDtypeFit":
         fams = {(int(f["n"]), int(f["k"])): Interp1D(f["x"], f["y"]) for f in d["families"]}
-        return cls(d["theta"], fams, Smoother.from_json(d["smoother"]), d["m_range"])
+        return cls(d["theta"], fams, Smoother.from_json(d["smoother"]), d["m_range"],
+                   {kind: Interp1D.from_json(c) for kind, c in d.get("misaligned", {}).items()})
 
 
-def fit_gemm(frame, gpu: GpuSpec) -> dict[str, GemmDtypeFit]:
-    """One GemmDtypeFit per dtype present in a gemm.csv frame."""
+def fit_gemm(frame, gpu: GpuSpec, misaligned=None) -> dict[str, GemmDtypeFit]:
+    """One GemmDtypeFit per dtype present in a gemm.csv frame; `misaligned` (a gemm_misaligned.csv
+    frame) adds the slowdown curves of the dtypes it holds."""
     out = {}
     for dtype, rows in frame.groupby("dtype", sort=True):
         if len(rows) < 6:
             continue
-        out[str(dtype)] = GemmDtypeFit.fit(rows["m"], rows["n"], rows["k"], rows["time_s"], str(dtype), gpu)
+        fit = out[str(dtype)] = GemmDtypeFit.fit(rows["m"], rows["n"], rows["k"], rows["time_s"], str(dtype), gpu)
+        if misaligned is not None:
+            mis = misaligned[misaligned["dtype"] == dtype]
+            if len(mis):
+                fit.fit_misalignment(mis["m"], mis["n"], mis["k"], mis["time_s"], str(dtype), gpu)
     return out

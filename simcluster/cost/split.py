@@ -3,6 +3,8 @@
 Held out are whole SHAPES the fit never sees, chosen by rule, never by random rows:
 - gemm.csv: every 5th (n, k) projection family in sorted order (all its m and dtypes), and every
   off-grid shape (calibrate/shapes.py GEMM_OFF_GRID);
+- gemm_misaligned.csv: nothing (its shapes are fit-side; the misaligned off-grid shapes of
+  gemm.csv are the held-out check);
 - attention_prefill.csv / attention_decode.csv and their _sdpa twins: within each head layout,
   every 4th point of the (batch, length) grid in sorted order;
 - moe.csv: every 4th (tokens, imbalance) point of each expert layout;

@@ -155,3 +155,28 @@ def test_sdpa_dispatch_prices_from_its_own_tables_else_says_flash():
     t_sdpa, m_sdpa = with_sdpa.time_s(sdpa_op)
     assert m_sdpa == m_flash and t_sdpa == pytest.approx(t_flash / 2, rel=0.02)
     assert with_sdpa.time_s(flash_op) == (t_flash, m_flash)
+
+
+def test_misaligned_gemm_takes_its_measured_slowdown():
+    """Shapes off 16-byte row alignment take the slowdown measured on other misaligned shapes, by
+    kind (k: A and W rows; n: C rows only); aligned shapes are untouched."""
+    from simcluster.cost.gemm_fit import fit_gemm, misalignment
+    assert misalignment(4096, 2500, "bf16") == "k" and misalignment(2500, 4096, "bf16") == "n"
+    assert misalignment(2500, 2500, "bf16") == "k" and misalignment(4096, 4096, "bf16") is None
+    assert misalignment(4104, 4096, "fp8") == "n"     # fp8: 16 elements to 16 bytes
+    gemm = load_tables("h100-sxm").get("gemm.csv")
+    plain = fit_gemm(gemm, H100)["bf16"]
+    # Synthetic misaligned table: 1.8x the aligned prediction for k, 1.1x for n.
+    rows = [(m, n, k) for m in (1, 64, 4096) for n, k in ((4096, 1500), (3500, 3500), (1500, 4096))]
+    slow = {"k": 1.8, "n": 1.1}
+    frame = pd.DataFrame([{"m": m, "n": n, "k": k, "dtype": "bf16",
+                           "time_s": plain.predict_s(m, n, k, "bf16", H100)[0] * slow[misalignment(n, k, "bf16")]}
+                          for m, n, k in rows])
+    fit = fit_gemm(gemm, H100, frame)["bf16"]
+    for m, n, k, factor in ((48, 11000, 2500, 1.8), (2500, 2500, 2500, 1.8), (512, 4100, 4096, 1.1),
+                            (1024, 4096, 4096, 1.0)):
+        assert fit.predict_s(m, n, k, "bf16", H100)[0] == pytest.approx(
+            factor * plain.predict_s(m, n, k, "bf16", H100)[0], rel=1e-9)
+    assert fit_gemm(gemm, H100, frame)["fp8"].misaligned == {}
+    again = type(fit).from_json(fit.to_json())
+    assert again.predict_s(48, 11000, 2500, "bf16", H100) == fit.predict_s(48, 11000, 2500, "bf16", H100)
