@@ -116,6 +116,7 @@ class ReplicaSpec(_Strict):
     swap_space_bytes: float = Field(4 * 2**30, ge=0, description="host memory per GPU for swapped KV")
     host_to_device_bandwidth_bytes_per_s: float = Field(0.0, ge=0, description="0: the GPU's default node")
     moe_imbalance: float = Field(1.0, ge=1, description="busiest EP rank's share of routed tokens over the mean")
+    attention_packing: Literal["varlen", "packed"] = Field("varlen", description="varlen: each sequence attends to its own keys (vLLM, SGLang); packed: one masked attention of all the batch's queries over all its keys (transformers paged|sdpa)")
 
     _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
 

@@ -24,7 +24,7 @@ def replica_groups(scenario: Scenario) -> list[ReplicaGroup]:
             cuda_graphs=r.cuda_graphs, cpu_overhead_s=r.cpu_overhead_s, role=r.role,
             swap_space_bytes=r.swap_space_bytes,
             host_to_device_bandwidth_bytes_per_s=r.host_to_device_bandwidth_bytes_per_s,
-            moe_imbalance=r.moe_imbalance))
+            moe_imbalance=r.moe_imbalance, attention_packing=r.attention_packing))
     return groups
 
 

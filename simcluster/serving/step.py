@@ -19,6 +19,13 @@ LOGIT_OPS = frozenset({"final_norm", "lm_head", "sampling"})
 EXACT_TOKENS = 256          # token counts priced exactly; above, interpolated on a geometric grid
 GRID_PER_OCTAVE = 32
 ATTENTION_GRID_PER_OCTAVE = 64   # memo grid of attention aggregates for non-closed-form kernels
+# How an engine's attention covers one iteration's batch:
+#   varlen: each sequence's queries attend to its own keys only (flash/paged varlen kernels: vLLM,
+#           SGLang, TensorRT-LLM);
+#   packed: one attention over the whole packed batch, every query against every key read in the
+#           iteration, the other sequences masked out (block-diagonal mask, as transformers'
+#           `paged|sdpa` and `paged|eager` run it): FLOPs grow with (all queries) x (all keys).
+ATTENTION_PACKINGS = ("varlen", "packed")
 
 
 def _grid_neighbours(tokens: int) -> tuple[int, int]:
@@ -64,8 +71,11 @@ class StepTimer:
 
     def __init__(self, llm: LlmSpec, cost: CostModel, tp: int = 1, pp: int = 1, ep: int = 1,
                  dtype: str = "bf16", kv_dtype: str = "bf16", cuda_graphs: bool = True,
-                 cpu_overhead_s: float = 0.0, moe_imbalance: float = 1.0):
+                 cpu_overhead_s: float = 0.0, moe_imbalance: float = 1.0, attention_packing: str = "varlen"):
+        if attention_packing not in ATTENTION_PACKINGS:
+            raise ValueError(f"attention_packing {attention_packing!r}: expected one of {ATTENTION_PACKINGS}")
         self.llm, self.cost = llm, cost
+        self.packed = attention_packing == "packed"
         self.tp, self.pp, self.ep = tp, pp, ep
         self.dtype, self.kv_dtype = dtype, kv_dtype
         self.cuda_graphs = cuda_graphs
@@ -79,7 +89,7 @@ class StepTimer:
         self._flat: dict[int, tuple[float, float, float]] = {}   # decode-only memo (pp 1, roofline)
         self._logits: dict[int, tuple[float, float, float]] = {}
         self._fast = type(cost.kernels) is RooflineKernels
-        if not (self._fast and pp == 1):
+        if not (self._fast and pp == 1) or self.packed:
             self._flat = None
         if self._fast:
             self._prefill_rf = self._coefficients("prefill")
@@ -154,6 +164,8 @@ class StepTimer:
 
     def _attention(self, n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx):
         """(seconds per layer, FLOPs per layer, bytes per layer) of the attention cores."""
+        if self.packed:
+            return self._packed_attention(prefill_new + n_decode, prefill_ctx + decode_ctx)
         t = f = b = 0.0
         if self._fast:
             if not n_prefill:
@@ -183,6 +195,20 @@ class StepTimer:
                 hit = self._attn[key] = self._priced_attention("decode", *key)
             t, f, b = t + hit[0], f + hit[1], b + hit[2]
         return t, f, b
+
+    def _packed_attention(self, queries: int, keys: int) -> tuple[float, float, float]:
+        """One masked attention of all the batch's queries over all its keys (`packed`): priced as a
+        single sequence of `queries` new tokens over `keys` keys with queries x keys pairs, since a
+        kernel given an arbitrary mask computes every pair and discards the masked ones."""
+        if self._fast:
+            return self._prefill_rf.per_layer(queries, keys, float(queries) * keys)
+        key = ("packed", _snap(queries), _snap(keys))
+        hit = self._attn.get(key)
+        if hit is None:
+            q, k = max(1, round(key[1])), max(1, round(key[2]))
+            op = prefill_attention_op(self.llm, 1, q, k, float(q) * k, self.tp, 1, self.dtype, self.kv_dtype)
+            hit = self._attn[key] = (self.cost.op(op, self.cuda_graphs).time_s, op.flops, op.bytes)
+        return hit
 
     def _priced_attention(self, kind: str, n: int, *aggregates: float) -> tuple[float, float, float]:
         llm, tp = self.llm, self.tp

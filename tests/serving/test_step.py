@@ -71,3 +71,23 @@ def test_eager_launch_and_cpu_overhead_cost_more_than_cuda_graphs(llm, roofline)
     cpu = StepTimer(llm, roofline, cpu_overhead_s=0.003).time_s(n_decode=1, decode_ctx=100)
     assert eager > graphs
     assert cpu == pytest.approx(graphs + 0.003)
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_packed_attention_computes_every_query_against_every_key(llm, roofline, calibrated):
+    """`packed`: one masked attention over the batch, so its attention FLOPs are (all queries) x
+    (all keys) x 2·heads·(d_qk + d_v) per layer, n times the varlen FLOPs of n decodes."""
+    from simcluster.cost import cost_model_for
+    cost = cost_model_for("h100-sxm") if calibrated else roofline
+    n, ctx = 8, 8 * 1000
+    varlen = StepTimer(llm, cost, cuda_graphs=False)
+    packed = StepTimer(llm, cost, cuda_graphs=False, attention_packing="packed")
+    per_pair = 2 * llm.n_heads * 2 * llm.head_dim * llm.n_layers
+    _, f_var, _ = varlen.step(n_decode=n, decode_ctx=ctx)
+    _, f_pack, _ = packed.step(n_decode=n, decode_ctx=ctx)
+    # Calibrated kernels price the aggregates snapped to a 1.1 %-spaced grid (StepTimer's memo).
+    assert f_pack - f_var == pytest.approx(per_pair * (n - 1) * ctx, rel=0.02 if calibrated else 1e-9)
+    # A prefill chunk next to decodes: its queries also meet the decodes' keys, and theirs its keys.
+    assert packed.time_s(1, 2048, 2048, 2048 * 2049 / 2, n, ctx) > varlen.time_s(1, 2048, 2048, 2048 * 2049 / 2, n, ctx)
+    with pytest.raises(ValueError, match="attention_packing"):
+        StepTimer(llm, cost, attention_packing="dense")
