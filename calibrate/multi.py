@@ -23,12 +23,13 @@ from calibrate.runner import previous_record, run_section, select
 from calibrate.train_step import run_strategy
 
 # name: (function of a BenchContext, time budget in seconds); budgets sum to about 5 minutes.
+# The training budgets are ceilings: an H200 world of 2 or 4 runs each grid in 30-45 s.
 MULTI_SECTIONS = {
     "collectives": (collectives.run, 70),
-    "train_ddp": (partial(run_strategy, strategy="ddp"), 45),
-    "train_fsdp": (partial(run_strategy, strategy="fsdp"), 45),
-    "train_tp": (partial(run_strategy, strategy="tp"), 45),
-    "train_pp": (partial(run_strategy, strategy="pp"), 45),
+    "train_ddp": (partial(run_strategy, strategy="ddp"), 50),
+    "train_fsdp": (partial(run_strategy, strategy="fsdp"), 50),
+    "train_tp": (partial(run_strategy, strategy="tp"), 55),
+    "train_pp": (partial(run_strategy, strategy="pp"), 55),
     "trace": (trace.run, 40),
 }
 # A hung collective (one rank failed alone) ends the run after this long instead of never.

@@ -26,6 +26,7 @@ COLUMNS = {
     "elementwise.csv": ["op", "tokens", "hidden", "time_s"],
     "launch.csv": ["mode", "n_kernels", "time_s"],
     "model_forward.csv": ["model", "phase", "batch", "seq_len", "context_len", "mode", "time_s"],
+    "decode_kernels.csv": ["model", "batch", "context_len", "kernel", "calls_per_step", "time_s"],
     "memcpy.csv": ["direction", "pinned", "bytes", "time_s"],
     "collectives.csv": ["op", "world_size", "bytes", "dtype", "time_s", "algbw_bytes_per_s",
                         "busbw_bytes_per_s"],
@@ -50,7 +51,8 @@ EXTRA_COLUMNS = {
     "memcpy.csv": ["bytes_per_s"],
     "collectives.csv": ["src", "dst"],
     "p2p_bandwidth.csv": ["method"],
-    "train_step.csv": ["precision", "n_layers", "detail"],
+    "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
+                       "timed_steps"],
 }
 
 

@@ -1,9 +1,15 @@
 """Training steps (forward, backward, AdamW step) of the plain-torch Llama-3.2-1B and -3B shapes,
 on one GPU and under DDP, FSDP2, tensor and pipeline parallelism.
 
-A step's time is the host clock from the step's start to the device going idle, median over a
-few steps after warm-up, the slowest rank's median.  Peak memory is the largest
-torch.cuda.max_memory_allocated over the ranks, reset after warm-up.
+A step's time is the host clock from the step's start to the device going idle (every rank starts
+a step together, after a barrier), median over TIMED_STEPS steps after WARMUP_STEPS warm-up steps
+of the same shape (DTensor's sharding-propagation cache, the allocator, cuBLAS heuristics and NCCL
+channels all settle there), the slowest rank's median; time_p10_s / time_p90_s give the spread.
+host_s is the median time until the host has issued the whole step (step() returned, the device
+possibly still running): the framework's own cost.  Each grid holds a host probe (micro-batch 1,
+128 tokens: the GPU has almost nothing to do, so the step time is the framework's host time) at
+two depths, so host time per layer and per step are measured, not fitted.  Peak memory is the
+largest torch.cuda.max_memory_allocated over the ranks, reset after warm-up.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -20,16 +27,31 @@ from calibrate.llama import LLAMA_3_2_1B, LLAMA_3_2_3B, SMOKE, Llama, lm_loss, p
 from calibrate.pipeline import PipelineStep
 from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap_tp
 
-WARMUP_STEPS = 3
-TIMED_STEPS = 5
+WARMUP_STEPS = 5
+TIMED_STEPS = 20
+MIN_TIMED_STEPS = 15
+# A slow point takes fewer timed steps (never fewer than MIN_TIMED_STEPS) to stay in budget.
+TIMED_WALL_S = 2.5
+# Host probe: so few tokens that the GPU work is small beside the framework's host time.
+HOST_PROBE = (1, 128)
+# The probe at a second depth separates host time per layer from host time per step.
+PROBE_LAYERS = 4
 
 
-def train_grid(smoke: bool):
-    """[(config, [(micro_batch, seq_len), ...])]: cheaper points first within each model."""
+def train_grid(smoke: bool, strategy: str = "single"):
+    """[(config, [(micro_batch, seq_len), ...])]: the host probes first, then per model from
+    host-bound (1 x 1024 tokens) to GPU-bound (1B: 4 x 4096 tokens, 3B: 2 x 2048); the pipeline,
+    which runs 2 x world micro-batches a step, stops at 2 x 2048 for both."""
     if smoke:
-        return [(SMOKE, [(1, 16), (2, 16)])]
-    points = [(mb, s) for s in (1024, 2048) for mb in (1, 2, 4)]
-    return [(LLAMA_3_2_1B, points), (LLAMA_3_2_3B, points)]
+        # Four KV heads and four layers: tensor and pipeline parallelism split them over 4 ranks.
+        deep = replace(SMOKE, n_kv_heads=4, n_layers=8)
+        return [(replace(deep, name=f"{SMOKE.name}-4l", n_layers=4), [(1, 16)]),
+                (deep, [(1, 16), (2, 16)])]
+    shallow = replace(LLAMA_3_2_1B, name=f"{LLAMA_3_2_1B.name}-{PROBE_LAYERS}l",
+                      n_layers=PROBE_LAYERS)
+    small = [HOST_PROBE, (1, 1024), (2, 2048)]
+    large_1b = [] if strategy == "pp" else [(4, 4096)]
+    return [(shallow, [HOST_PROBE]), (LLAMA_3_2_1B, small + large_1b), (LLAMA_3_2_3B, small)]
 
 
 def _max_over_ranks(value: float, device) -> float:
@@ -45,25 +67,51 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, device, smoke: bool) -> tuple[float, int]:
-    """(median step seconds, peak bytes), each the maximum over ranks."""
-    for _ in range(1 if smoke else WARMUP_STEPS):
-        step()
+@dataclass(frozen=True)
+class StepTiming:
+    """Each figure the maximum over ranks of that rank's statistic."""
+
+    time_s: float           # median step
+    p10_s: float
+    p90_s: float
+    host_s: float           # median host time to issue a step
+    peak_bytes: int
+    steps: int              # timed steps
+
+
+def timed_step_count(warm_step_s: float, smoke: bool) -> int:
+    """TIMED_STEPS, or fewer for a slow step so the point takes about TIMED_WALL_S."""
+    if smoke:
+        return 2
+    return max(MIN_TIMED_STEPS, min(TIMED_STEPS, int(TIMED_WALL_S / max(warm_step_s, 1e-6))))
+
+
+def _one_step(step, device) -> tuple[float, float]:
+    """(wall seconds until the device is idle, seconds until the host returned from step())."""
+    if dist.is_initialized():
+        dist.barrier()
     _sync(device)
+    t0 = time.perf_counter()
+    step()
+    issued = time.perf_counter()
+    _sync(device)
+    return time.perf_counter() - t0, issued - t0
+
+
+def time_steps(step, device, smoke: bool) -> StepTiming:
+    """Warm-up steps of this shape, then the timed ones; figures are maxima over ranks."""
+    warm = [_one_step(step, device)[0] for _ in range(1 if smoke else WARMUP_STEPS)]
+    # Every rank must run the same number of steps: agree on the slowest rank's warm step.
+    n = timed_step_count(_max_over_ranks(warm[-1], device), smoke)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(2 if smoke else TIMED_STEPS):
-        if dist.is_initialized():
-            dist.barrier()
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    walls, hosts = zip(*(_one_step(step, device) for _ in range(n)))
+    deciles = statistics.quantiles(walls, n=10, method="inclusive")
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return (_max_over_ranks(statistics.median(times), device),
-            int(_max_over_ranks(float(peak), device)))
+    return StepTiming(_max_over_ranks(statistics.median(walls), device),
+                      _max_over_ranks(deciles[0], device), _max_over_ranks(deciles[-1], device),
+                      _max_over_ranks(statistics.median(hosts), device),
+                      int(_max_over_ranks(float(peak), device)), n)
 
 
 def data_parallel_step(wrapped: Wrapped, ids, targets, device):
@@ -113,7 +161,7 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
     device, world = ctx.device, (dist.get_world_size() if dist.is_initialized() else 1)
     gqa = probe_gqa(device)
     with ctx.table(table_name) as out:
-        for cfg, points in grid or train_grid(ctx.smoke):
+        for cfg, points in grid or train_grid(ctx.smoke, strategy):
             if ctx.expired():
                 ctx.skipped += len(points)
                 continue
@@ -139,7 +187,7 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                         step = data_parallel_step(wrapped, ids, targets, device)
                         precision, detail, dp = wrapped.precision, wrapped.detail, \
                             wrapped.data_parallel
-                    t, peak = time_steps(step, device, ctx.smoke)
+                    timing = time_steps(step, device, ctx.smoke)
                 except torch.cuda.OutOfMemoryError:
                     ok, err = False, "out of memory"
                 except Exception as exc:
@@ -153,14 +201,18 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                              f"{err or 'failed on another rank'}")
                     continue
                 tokens = mb * seq * grad_accum * dp
+                t = timing.time_s
                 out.add(model=cfg.name, strategy=strategy, world_size=world, micro_batch=mb,
-                        seq_len=seq, grad_accum=grad_accum, time_s=t, peak_memory_bytes=peak,
-                        tokens_per_s=tokens / t, precision=precision, n_layers=cfg.n_layers,
-                        detail=detail + detail_suffix)
+                        seq_len=seq, grad_accum=grad_accum, time_s=t,
+                        peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
+                        precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
+                        time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
+                        timed_steps=timing.steps)
             wrapped = model = None
             _cleanup(device)
-    ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps, median of "
-             f"{TIMED_STEPS} timed steps; GQA via {gqa}")
+    ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, median "
+             f"of {MIN_TIMED_STEPS}-{TIMED_STEPS} timed steps (host clock, barrier + synchronize "
+             f"around each), p10/p90 and host issue time beside it; GQA via {gqa}")
     if ctx.skipped:
         ctx.note(f"train_step {strategy}: time budget ran out, {ctx.skipped} points skipped")
 

@@ -117,7 +117,8 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
     path = tmp_path / "train_step.csv"
     row = dict(model="m", strategy="single", world_size=1, micro_batch=1, seq_len=8,
                grad_accum=1, time_s=0.5, peak_memory_bytes=1, tokens_per_s=16.0,
-               precision="p", n_layers=2, detail="d")
+               precision="p", n_layers=2, detail="d", time_p10_s=0.4, time_p90_s=0.6,
+               host_s=0.3, timed_steps=20)
     with Table(path) as t:
         t.add(**row)
         t.add(**{**row, "strategy": "ddp", "world_size": 2})
@@ -317,7 +318,7 @@ def test_smoke_single_suite_on_cpu(tmp_path):
     pytest.importorskip("torch")
     from calibrate.cli import main
     assert main(["run", "--out", str(tmp_path), "--smoke", "--device", "cpu"]) == 0
-    for table in SINGLE_TABLES + SDPA_TABLES + ("gemm_misaligned.csv",):
+    for table in SINGLE_TABLES + SDPA_TABLES + ("gemm_misaligned.csv", "decode_kernels.csv"):
         rows = read_table(tmp_path / table)
         assert rows, table
         assert list(rows[0])[:len(COLUMNS[table])] == COLUMNS[table]
@@ -352,6 +353,19 @@ def test_smoke_multi_rank_on_cpu_gloo(tmp_path):
     record = yaml.safe_load((tmp_path / "provenance_multi.yaml").read_text())
     assert not [n for n in record["notes"] if "failed" in n], record["notes"]
     assert list(tmp_path.glob("trace_ddp_*.json.gz"))
+
+
+def test_train_grid_has_host_probes_at_two_depths_and_gpu_bound_points():
+    pytest.importorskip("torch")
+    from calibrate.train_step import (HOST_PROBE, MIN_TIMED_STEPS, TIMED_STEPS, timed_step_count,
+                                      train_grid)
+    for strategy in ("single", "ddp", "fsdp", "tp", "pp"):
+        grid = train_grid(False, strategy)
+        probed = {cfg.n_layers for cfg, points in grid if HOST_PROBE in points}
+        assert len(probed) >= 2                       # host time per layer and per step
+        assert max(mb * s for _, points in grid for mb, s in points) >= 4096
+    assert timed_step_count(0.01, False) == TIMED_STEPS
+    assert timed_step_count(1.0, False) == MIN_TIMED_STEPS
 
 
 def test_partial_multi_rerun_replaces_only_its_own_rows():
