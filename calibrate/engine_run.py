@@ -55,6 +55,19 @@ def _cb_config(settings: EngineSettings):
     return ContinuousBatchingConfig(**{k: v for k, v in wanted.items() if k in known}), sorted(set(wanted) - known)
 
 
+def _allocator_counts() -> dict:
+    """cudaMalloc/cudaFree calls and allocation retries of torch's caching allocator so far: when they
+    grow within a phase, the allocator is churning (each call can synchronise the device)."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return {}
+        st = torch.cuda.memory_stats()
+    except (ImportError, RuntimeError):
+        return {}
+    return {k: int(st.get(k, 0)) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
+
+
 def _status_name(result) -> str:
     if result is None:
         return "UNFINISHED"
@@ -239,6 +252,7 @@ class Engine:
                 submit[i] = time.perf_counter() - start
                 m.add_request(prompts[i], request_id=ids[i], max_new_tokens=int(outputs[i]), record_timestamps=True)
 
+        mem0 = _allocator_counts()
         th = threading.Thread(target=feeder, daemon=True)
         th.start()
         results: dict[str, object] = {}
@@ -263,7 +277,10 @@ class Engine:
                 "status": _status_name(r),
                 "error": (getattr(r, "error", None) or "") if r is not None else "",
             })
-        self.log(f"engine: phase {phase}: {len(results)}/{n} finished in {time.perf_counter() - start:.1f} s")
+        mem1 = _allocator_counts()
+        churn = ", ".join(f"{k} +{mem1[k] - mem0.get(k, 0)}" for k in mem1)
+        self.log(f"engine: phase {phase}: {len(results)}/{n} finished in {time.perf_counter() - start:.1f} s"
+                 + (f"; CUDA allocator: {churn}" if churn else ""))
         return rows, start
 
     def alive(self) -> bool:
