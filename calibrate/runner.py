@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from calibrate import (attention, attention_sdpa, elementwise, gemm, launch, memcpy,
-                       model_forward, moe, provenance, train_step)
+from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm, launch,
+                       memcpy, model_forward, moe, provenance, train_step)
 from calibrate.context import BenchContext, make_context
 
 # name: (function of a BenchContext, time budget in seconds for the full sweep).  The budgets
@@ -22,9 +22,10 @@ SINGLE_SECTIONS = {
     "attention_prefill": (attention.run_prefill, 45),
     "attention_decode": (attention.run_decode, 30),
     # The same grids through SDPA as the model benchmark calls it (default backend choice).
-    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 40),
-    "attention_decode_sdpa": (attention_sdpa.run_decode, 25),
+    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 35),
+    "attention_decode_sdpa": (attention_sdpa.run_decode, 20),
     "gemm_misaligned": (gemm.run_misaligned, 15),
+    "decode_kernels": (decode_kernels.run, 20),
     "moe": (moe.run, 40),
     "router": (moe.run_router, 8),
     "elementwise": (elementwise.run, 30),
