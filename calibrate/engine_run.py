@@ -300,5 +300,6 @@ class Engine:
             import torch
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+                self.log(f"engine: stopped; {torch.cuda.memory_allocated() / 2**30:.1f} GiB still allocated")
         except ImportError:
             pass
