@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,59 @@ def choose_rates(arg: str, stats: dict, mean_output: float, log) -> list[float]:
     return rates
 
 
+def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog, run: dict, wall0: float,
+                 log) -> None:
+    """Fit probes, the rates, the late probes, each group on a fresh engine; fills `run` as it goes."""
+    def fresh_engine(what: str) -> Engine:
+        e = Engine(model, settings, log, iterations)
+        run["warmup_s"] = e.warmup_s
+        log(f"engine for {what} started; warmup {e.warmup_s:.1f} s; resolved {settings.resolved}")
+        return e
+
+    def settle_fn():
+        settle(args, log)
+
+    rng = np.random.default_rng(args.seed)
+    # The probes' prompts come from their own generator so the rate phases' prompts stay those of a
+    # run without them (same seed, same trace rows, same random ids).
+    probe_rng = np.random.default_rng(args.seed + 1)
+    vocab = SHAPES[args.shape]["vocab_size"]
+    engine = fresh_engine("fit probes")
+    fit_rows, stats = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "fit", settle_fn)
+    run["fit_rows"], run["stats"] = fit_rows, stats
+    engine.stop()
+    probe = engine_trace(args.trace, 1.0, 400, 0, args.max_prompt, args.max_output)
+    rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
+    offset = 0
+    late_s = 40.0 if args.late_probes else 0.0    # what the late probes take, kept out of the rates' budget
+    for rate in rates:
+        left = args.budget_s - late_s - (time.perf_counter() - wall0)
+        n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
+        n = int(min(n, rate * (left - 60)))
+        if n < 10:
+            log(f"rate {rate}: skipped, {left:.0f} s of budget left")
+            continue
+        trace = engine_trace(args.trace, rate, n, offset, args.max_prompt, args.max_output)
+        offset += n
+        tag = rate_tag(rate)
+        write_trace(trace, args.out / f"engine_trace_{tag}.csv")
+        engine = fresh_engine(f"rate {rate}")
+        settle_fn()
+        recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
+                               trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
+        _write_rows(args.out / f"engine_requests_{tag}.csv", recs)
+        run["served"].append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
+                              "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
+        if not engine.alive():
+            log("engine: the generation thread died; see the log above")
+        engine.stop()
+    if args.late_probes and args.budget_s - (time.perf_counter() - wall0) > late_s:
+        engine = fresh_engine("late probes")
+        late_rows, _ = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "late", settle_fn)
+        run["fit_rows"] = fit_rows + late_rows
+        engine.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibrate.engine", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -214,53 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     iterations = IterationLog()
     iterations.watch_gc(True)
 
-    def fresh_engine(what: str) -> Engine:
-        e = Engine(model, settings, log, iterations)
-        log(f"engine for {what} started; warmup {e.warmup_s:.1f} s; resolved {settings.resolved}")
-        return e
-
-    def settle_fn():
-        settle(args, log)
-
-    rng = np.random.default_rng(args.seed)
-    # The probes' prompts come from their own generator so the rate phases' prompts stay those of a
-    # run without them (same seed, same trace rows, same random ids).
-    probe_rng = np.random.default_rng(args.seed + 1)
-    vocab = SHAPES[args.shape]["vocab_size"]
-    engine = fresh_engine("fit probes")
-    fit_rows, stats = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "fit", settle_fn)
-    engine.stop()
-    probe = engine_trace(args.trace, 1.0, 400, 0, args.max_prompt, args.max_output)
-    rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
-    offset, served = 0, []
-    late_s = 40.0 if args.late_probes else 0.0    # what the late probes take, kept out of the rates' budget
-    for rate in rates:
-        left = args.budget_s - late_s - (time.perf_counter() - wall0)
-        n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
-        n = int(min(n, rate * (left - 60)))
-        if n < 10:
-            log(f"rate {rate}: skipped, {left:.0f} s of budget left")
-            continue
-        trace = engine_trace(args.trace, rate, n, offset, args.max_prompt, args.max_output)
-        offset += n
-        tag = rate_tag(rate)
-        write_trace(trace, args.out / f"engine_trace_{tag}.csv")
-        engine = fresh_engine(f"rate {rate}")
-        settle_fn()
-        recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
-                               trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
-        _write_rows(args.out / f"engine_requests_{tag}.csv", recs)
-        served.append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
-                       "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
-        if not engine.alive():
-            log("engine: the generation thread died; see the log above")
-        engine.stop()
-    if args.late_probes and args.budget_s - (time.perf_counter() - wall0) > late_s:
-        engine = fresh_engine("late probes")
-        late_rows, _ = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "late", settle_fn)
-        fit_rows += late_rows
-        engine.stop()
-    _write_rows(args.out / "engine_requests_fit.csv", fit_rows)
+    run = {"fit_rows": [], "stats": {}, "served": [], "warmup_s": 0.0}
+    try:
+        serve_phases(model, settings, args, iterations, run, wall0, log)
+    except Exception:   # a failed phase still leaves the phases before it on disk
+        log(f"run stopped early: {traceback.format_exc()}")
+    fit_rows, stats, served = run["fit_rows"], run["stats"], run["served"]
+    if fit_rows:
+        _write_rows(args.out / "engine_requests_fit.csv", fit_rows)
     iterations.watch_gc(False)
     rows = sorted(iterations.rows, key=lambda r: r[1])
     with open(args.out / "engine_iterations.csv", "w", newline="") as f:
@@ -271,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r[11]:.6f}", f"{r[12]:.6f}", r[13], f"{r[14]:.6f}", f"{r[15]:.6f}"])
     from calibrate.engine_provenance import write_provenance
     write_provenance(args.out / "engine_provenance.yaml", facts, settings, args, served, stats,
-                     {"model_build_s": build_s, "warmup_s": engine.warmup_s,
+                     {"model_build_s": build_s, "warmup_s": run["warmup_s"],
                       "total_wall_s": time.perf_counter() - wall0}, sys.argv)
     log(f"done in {time.perf_counter() - wall0:.1f} s; {len(rows)} iterations logged")
     return 0
