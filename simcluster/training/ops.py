@@ -48,6 +48,8 @@ class ChunkCost:
     expert_params: float
     flops: float                 # hardware FLOPs of F + B + W on one GPU, recomputation included
     device_fraction: float = 1.0  # share of a pass the GPU is busy (below 1 when the host bounds it)
+    forward_host_s: float = 0.0   # host time to issue the forward's kernels (eager frameworks)
+    backward_host_s: float = 0.0
 
     @property
     def forward_total_s(self) -> float:
@@ -194,6 +196,10 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         comm_f += layers * max(0.0, per_layer_f - attn_layer)
         comm_b += layers * max(0.0, 2 * per_layer_f - ATTENTION_BACKWARD_RATIO * attn_layer)
     dense, expert = chunk_params(llm, plan, index, n_chunks)
+    if plan.zero == 3 and groups.dp.size > 1:
+        fwd_copy, bwd_copy = fsdp_copy_bytes(dense + expert, groups.dp.size, plan.param_dtype, plan.grad_dtype)
+        fwd += cm.op(streaming_op("fsdp.gather_copies", fwd_copy, 0.0), cuda_graphs=False).time_s
+        b_w += cm.op(streaming_op("fsdp.gather_reduce_copies", bwd_copy, 0.0), cuda_graphs=False).time_s
     if plan.zero == 3 and groups.dp.size > 1 and layers:
         # FSDP: gather each layer's weights (compute dtype) before forward and again before backward,
         # prefetching the next layer; reduce-scatter its gradients (grad dtype) after backward.
@@ -206,6 +212,20 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
     act = plan.micro_batch * plan.seq_len / plan.cp * llm.hidden_size * dtype_bytes("bf16")
     send = act / plan.tp if plan.sequence_parallel else act
     return ChunkCost(index, layers, fwd, b_in, b_w, comm_f, comm_b, send, dense, expert, flops)
+
+
+def fsdp_copy_bytes(params: float, dp: int, param_dtype: str, grad_dtype: str) -> tuple[float, float]:
+    """HBM bytes of the copies FSDP2 makes around its collectives for `params` parameters, in the
+    forward and in the backward (torch.distributed.fsdp, fully_shard with a MixedPrecisionPolicy):
+    before each all-gather the local shard is cast to the bf16 compute dtype (read the shard,
+    write 2 B/param/dp) and copied into the gather buffer; after it the flat buffer is copied out
+    into per-parameter tensors (read + write 2 B per full parameter). With reshard_after_forward
+    the backward gathers again, then casts each bf16 gradient to the reduce dtype (2 + g B) and
+    concatenates them into the reduce-scatter input (2g B)."""
+    shard = params / dp
+    gather = shard * (dtype_bytes(param_dtype) + 2 * 2.0) + params * 2 * 2.0
+    g = dtype_bytes(grad_dtype)
+    return gather, gather + params * (2.0 + g + 2 * g)
 
 
 def adam_bytes_per_param(plan: TrainingPlan) -> float:

@@ -1,7 +1,8 @@
 """What an eager framework adds to the op-level model: host time to issue kernels, and memory
 held outside the model's tensors. Zero by default (a compiled / CUDA-graph framework such as
-Megatron-LM at scale); fitted for plain eager PyTorch from measured steps (validation.py), on
-a fit split, never on the rows they are checked against.
+Megatron-LM at scale); for plain eager PyTorch the host figures are solved from measured host
+probes (steps of so few tokens that the GPU idles, at two depths: validation.py), the rest fitted
+on a fit split, never on the rows they are checked against.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class FrameworkOverheads:
     host_s_per_layer: float = 0.0
     memory_reserve_bytes: float = 0.0
     overlap_slowdown: float = 0.0
-    host_s_per_step: float = 0.0         # host work once per step (loss, optimizer dispatch, hooks), serial
+    # host_s_per_step: host work once per step beyond the layers (embedding, loss, hooks, optimizer
+    # dispatch). The host issues it after the last pass, ahead of the GPU (simulate.replay_iteration):
+    # it is exposed only where it outlasts the device's remaining work.
+    host_s_per_step: float = 0.0
 
     # overlap_slowdown: compute running beside a data-parallel collective on the same GPU is slowed
     # by this fraction of the overlapped time (NCCL kernels occupy SMs and HBM bandwidth; in the

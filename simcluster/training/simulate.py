@@ -287,16 +287,29 @@ def overlap_s(a: list[tuple[float, float, float]], b: list[tuple[float, float]])
     return total
 
 
+def host_issue_s(actions: list, chunks: list[ChunkCost]) -> float:
+    """Host seconds to issue every pass of one device's schedule (sum over its F/B/W actions)."""
+    return sum(chunks[c].forward_host_s if kind == "F" else chunks[c].backward_host_s if kind == "B" else 0.0
+               for kind, _, c in actions)
+
+
 def replay_iteration(plan: TrainingPlan, chunks: list[ChunkCost], cm: CostModel, groups: Groups,
                      record_trace: bool = False, link_model: str = "fluid", optimizer_impl: str = "fused",
-                     step_overhead_s: float = 0.0, overlap_slowdown: float = 0.0) -> tuple[list[dict], list[dict]]:
+                     step_overhead_s: float = 0.0, overlap_slowdown: float = 0.0,
+                     host_step_s: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Replay one iteration of a pipeline whose chunk costs are given; (per-device rows, trace events).
 
     Rows carry compute_s, inline_comm_s, ops_end_s (last pass), grads_done_s (last gradient
-    bucket), optimizer_s, param_gather_s and end_s. Theory tests feed equal chunk costs here.
-    overlap_slowdown κ: the iteration of a device stretches by κ × (time its passes kept the GPU
+    bucket), optimizer_s, param_gather_s, host_wait_s and end_s. Theory tests feed equal chunk costs
+    here. overlap_slowdown κ: the iteration of a device stretches by κ × (time its passes kept the GPU
     busy while its gradient collectives ran), counted as exposed communication (first-order
     interference model).
+    host_step_s: eager host work once per step after the last pass is issued (loss bookkeeping,
+    hooks, optimizer dispatch). Without pipeline parallelism nothing in the step waits on the device,
+    so the host issues ahead of the GPU (CUDA's stream runs behind the launch queue): that work
+    overlaps the GPU's remaining backward and gradient reduction, and the optimizer kernels start at
+    max(gradients reduced, host done issuing). A pipeline stage's host waits for its inputs, so there
+    it runs after the stage's last pass. step_overhead_s is always serial.
     """
     if link_model not in ("fluid", "fifo"):
         raise ValueError(f"link_model: expected 'fluid' or 'fifo', got {link_model!r}")
@@ -311,12 +324,14 @@ def replay_iteration(plan: TrainingPlan, chunks: list[ChunkCost], cm: CostModel,
             if overlap_slowdown > 0 else 0.0
         grads_end = max(d.ops_end_s, d.grads_done_s) + interference
         d.inline_comm_s += interference
-        d.end_s = grads_end + step_s + gather_s + step_overhead_s
-        replay._trace(d.index, 0, "optimizer", grads_end, step_s)
-        replay._trace(d.index, 2, "zero all_gather", grads_end + step_s, gather_s)
+        host_done = (host_issue_s(d.actions, chunks) if plan.pp == 1 else d.ops_end_s) + host_step_s
+        ready = max(grads_end, host_done)
+        d.end_s = ready + step_s + gather_s + step_overhead_s
+        replay._trace(d.index, 0, "optimizer", ready, step_s)
+        replay._trace(d.index, 2, "zero all_gather", ready + step_s, gather_s)
         devices.append({"device": d.index, "compute_s": d.compute_s, "inline_comm_s": d.inline_comm_s,
                         "ops_end_s": d.ops_end_s, "grads_done_s": d.grads_done_s, "optimizer_s": step_s,
-                        "param_gather_s": gather_s, "end_s": d.end_s})
+                        "param_gather_s": gather_s, "host_wait_s": ready - grads_end, "end_s": d.end_s})
     return devices, replay.events
 
 
@@ -328,7 +343,7 @@ def breakdown_of(devices: list[dict], step_overhead_s: float = 0.0) -> dict[str,
     crit = max(devices, key=lambda d: (d["end_s"], d["compute_s"]))
     exposed = crit["inline_comm_s"] + (max(crit["ops_end_s"], crit["grads_done_s"]) - crit["ops_end_s"]) \
         + crit["param_gather_s"]
-    optimizer = crit["optimizer_s"] + step_overhead_s
+    optimizer = crit["optimizer_s"] + step_overhead_s + crit.get("host_wait_s", 0.0)
     bubble = max(0.0, time_s - crit["compute_s"] - exposed - optimizer)
     return {"time_s": time_s, "compute_s": crit["compute_s"], "exposed_comm_s": exposed,
             "bubble_s": bubble, "optimizer_s": optimizer}
@@ -342,7 +357,7 @@ def host_bound(c: ChunkCost, overheads: FrameworkOverheads) -> ChunkCost:
     k = hb / b if b > 0 and hb > b else 1.0
     busy = (c.forward_s + b) / (f + b * k) if f + b * k > 0 else 1.0
     return replace(c, forward_s=f, backward_input_s=c.backward_input_s * k, backward_weight_s=c.backward_weight_s * k,
-                   device_fraction=busy)
+                   device_fraction=busy, forward_host_s=overheads.forward_host_s(c.n_layers), backward_host_s=hb)
 
 
 def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups,
@@ -395,10 +410,9 @@ def simulate_training(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, node: Nod
         cm = CostModel(cm.gpu, topology_links(topology, cm.links, plan.n_gpus), cm.kernels, cm.launch)
     groups = plan_groups(plan, gpn)
     chunks = plan_chunks(llm, plan, cm, groups, overheads, memo)
-    if overheads is not None:
-        step_overhead_s += overheads.host_s_per_step
     devices, events = replay_iteration(plan, chunks, cm, groups, record_trace, link_model, optimizer_impl,
-                                       step_overhead_s, overheads.overlap_slowdown if overheads else 0.0)
+                                       step_overhead_s, overheads.overlap_slowdown if overheads else 0.0,
+                                       overheads.host_s_per_step if overheads else 0.0)
     b = breakdown_of(devices, step_overhead_s)
     tokens = plan.tokens_per_iteration
     flops = model_flops_per_token(llm, plan.seq_len) * tokens

@@ -94,26 +94,82 @@ def predict_row(row, gpu: str, cm: CostModel, overheads: FrameworkOverheads | No
             "memory_error": r.peak_memory_bytes / float(row.peak_memory_bytes) - 1.0}
 
 
+# A row of at most this many tokens per micro-batch is a host probe (calibrate/train_step.py):
+# the GPU has almost nothing to do, so the step time is the framework's host time.
+PROBE_TOKENS = 256
+# The fit split: the Llama-3.2-1B family (16 layers and its 4-layer cut). Every other model's rows
+# (Llama-3.2-3B) are held out: nothing is fitted on them.
+FIT_MODELS = ("llama-3.2-1b", "llama-3.2-1b-4l")
+
+
+def is_fit_row(row) -> bool:
+    return str(row.model) in FIT_MODELS
+
+
+def is_probe(row) -> bool:
+    return int(row.micro_batch) * int(row.seq_len) <= PROBE_TOKENS
+
+
 @dataclass(frozen=True)
 class Fit:
     overheads: dict[str, FrameworkOverheads]     # per strategy: each wrapper has its own host cost
     fit_rows: int
 
 
+def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict) -> tuple[float, float]:
+    """(host_s_per_layer, host_s_per_step) that reproduce the probe rows' step times.
+
+    At a probe the step is host-bound, so its predicted time is linear in both host figures:
+    linearise around a host-bound guess (finite differences), solve the least-squares system of
+    the probes (two or more depths), and repeat from the solution (a probe that turns out partly
+    device-bound moves the kinks)."""
+    import numpy as np
+
+    def times(layer_s: float, step_s: float) -> np.ndarray:
+        oh = FrameworkOverheads(layer_s, reserve, 0.0, step_s)
+        return np.array([predict_row(r, gpu, cm, oh, memo)["predicted_time_s"] for r in probes])
+
+    measured = np.array([float(r.time_s) for r in probes])
+    x = np.array([5e-3, 20e-3])
+    for _ in range(3):
+        base = times(*x)
+        d = 1e-3
+        jac = np.stack([(times(x[0] + d, x[1]) - base) / d, (times(x[0], x[1] + d) - base) / d], axis=1)
+        # Relative errors weigh the shallow and the deep probe alike.
+        w = 1.0 / measured
+        step, *_ = np.linalg.lstsq(jac * w[:, None], (measured - base) * w, rcond=None)
+        x = np.maximum(0.0, x + step)
+    return float(x[0]), float(x[1])
+
+
 def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float = 30e-3) -> FrameworkOverheads:
-    """FrameworkOverheads from the fit rows of one strategy (deterministic grid searches):
-    memory_reserve_bytes = median residual of peak memory; host_s_per_layer minimises the squared
-    relative time errors on a 1 ms then a 0.05 ms grid; for strategies with bucketed gradient
-    collectives (ddp) overlap_slowdown on a 0.1 grid in [0, 2]; when the fit rows hold models of
-    two or more depths, host_s_per_step on a 1 ms grid in [0, 30 ms]; then the host refined."""
+    """FrameworkOverheads from the fit rows of one strategy (deterministic).
+
+    memory_reserve_bytes = median residual of peak memory over the fit rows. Host time: where the
+    rows hold host probes (PROBE_TOKENS) at two or more depths, host_s_per_layer and
+    host_s_per_step are solved from the probes alone (measured, not fitted on the time rows);
+    otherwise host_s_per_layer minimises the squared relative time errors on a 1 ms then a 0.05 ms
+    grid, and, when the rows hold models of two or more depths, host_s_per_step on a 1 ms grid in
+    [0, 30 ms]. For strategies with bucketed gradient collectives (ddp) overlap_slowdown on a 0.1
+    grid in [0, 2], on the rows that are not probes."""
     memo: dict = {}
     base = [predict_row(r, gpu, cm, memo=memo) for r in rows.itertuples()]
     residual = sorted(b["measured_peak_memory_bytes"] - b["predicted_peak_memory_bytes"] for b in base)
     reserve = max(0.0, residual[len(residual) // 2])
+    depth = {m: row_llm(next(rows[rows.model == m].itertuples())).n_layers for m in set(rows.model)}
+    probes = [r for r in rows.itertuples() if is_probe(r)]
+    timed = [r for r in rows.itertuples() if not is_probe(r)] or list(rows.itertuples())
 
-    def loss(host_s: float, kappa: float, step_s: float) -> float:
+    def loss(host_s: float, kappa: float, step_s: float, subset=None) -> float:
         oh = FrameworkOverheads(host_s, reserve, kappa, step_s)
-        return sum(predict_row(r, gpu, cm, oh, memo)["time_error"] ** 2 for r in rows.itertuples())
+        return sum(predict_row(r, gpu, cm, oh, memo)["time_error"] ** 2 for r in (subset or rows.itertuples()))
+
+    if len({depth[r.model] for r in probes}) >= 2:
+        host, step = _host_from_probes(probes, gpu, cm, reserve, memo)
+        kappa = 0.0
+        if set(rows["strategy"]) == {"ddp"}:
+            kappa = min((i * 0.1 for i in range(21)), key=lambda k: loss(host, k, step, timed))
+        return FrameworkOverheads(host, reserve, kappa, step)
 
     def refine(kappa: float, step_s: float, around: float | None = None) -> float:
         coarse = around if around is not None else min(
@@ -123,7 +179,7 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float 
     host, kappa, step = refine(0.0, 0.0), 0.0, 0.0
     if set(rows["strategy"]) == {"ddp"}:
         kappa = min((i * 0.1 for i in range(21)), key=lambda k: loss(host, k, step))
-    if rows["model"].map(lambda m: row_llm(next(rows[rows.model == m].itertuples())).n_layers).nunique() > 1:
+    if len(set(depth.values())) > 1:
         step = min((i * 1e-3 for i in range(31)), key=lambda t: loss(host, kappa, t))
         host = refine(kappa, step)
     elif kappa:
