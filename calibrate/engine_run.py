@@ -295,6 +295,10 @@ class Engine:
         except TypeError:
             self.manager.stop()
         self.manager.batch_processor = None
+        self.manager = None
+        # Objects frozen by `settle` (gc.freeze) are never collected: the engine's reference cycles
+        # (and the KV cache they hold) would outlive it and the next engine would not fit.
+        gc.unfreeze()
         gc.collect()
         try:
             import torch
