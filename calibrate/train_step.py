@@ -6,7 +6,8 @@ a step together, after a barrier), median over TIMED_STEPS steps after WARMUP_ST
 of the same shape (DTensor's sharding-propagation cache, the allocator, cuBLAS heuristics and NCCL
 channels all settle there), the slowest rank's median; time_p10_s / time_p90_s give the spread.
 host_s is the median time until the host has issued the whole step (step() returned, the device
-possibly still running): the framework's own cost.  Each grid holds a host probe (micro-batch 1,
+possibly still running): the framework's own cost; host_forward_s / host_backward_s /
+host_optimizer_s split it by phase (not for the pipeline).  Each grid holds a host probe (micro-batch 1,
 128 tokens: the GPU has almost nothing to do, so the step time is the framework's host time) at
 two depths, so host time per layer and per step are measured, not fitted.  Peak memory is the
 largest torch.cuda.max_memory_allocated over the ranks, reset after warm-up.
@@ -36,6 +37,8 @@ TIMED_WALL_S = 2.5
 HOST_PROBE = (1, 128)
 # The probe at a second depth separates host time per layer from host time per step.
 PROBE_LAYERS = 4
+# DataParallelStep's host phases (empty for the pipeline, whose schedule interleaves them).
+HOST_PHASE_COLUMNS = ("host_forward_s", "host_backward_s", "host_optimizer_s")
 
 
 def train_grid(smoke: bool, strategy: str = "single"):
@@ -83,6 +86,7 @@ class StepTiming:
     host_s: float           # median host time to issue a step
     peak_bytes: int
     steps: int              # timed steps
+    host_phases_s: tuple | None = None   # medians of DataParallelStep.host_phases_s
 
 
 def timed_step_count(warm_step_s: float, smoke: bool) -> int:
@@ -111,24 +115,48 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     n = timed_step_count(_max_over_ranks(warm[-1], device), smoke)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    walls, hosts = zip(*(_one_step(step, device) for _ in range(n)))
+    walls, hosts, phases = [], [], []
+    for _ in range(n):
+        wall, host = _one_step(step, device)
+        walls.append(wall)
+        hosts.append(host)
+        phases.append(getattr(step, "host_phases_s", None))
     deciles = statistics.quantiles(walls, n=10, method="inclusive")
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    by_phase = None
+    if phases[0] is not None:
+        by_phase = tuple(_max_over_ranks(statistics.median(p[i] for p in phases), device)
+                         for i in range(len(phases[0])))
     return StepTiming(_max_over_ranks(statistics.median(walls), device),
                       _max_over_ranks(deciles[0], device), _max_over_ranks(deciles[-1], device),
                       _max_over_ranks(statistics.median(hosts), device),
-                      int(_max_over_ranks(float(peak), device)), n)
+                      int(_max_over_ranks(float(peak), device)), n, by_phase)
 
 
-def data_parallel_step(wrapped: Wrapped, ids, targets, device):
-    """One step of a model whose forward returns logits: forward, loss, backward, AdamW."""
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wrapped.autocast):
-            loss = lm_loss(wrapped.model(ids), targets)
+class DataParallelStep:
+    """One step of a model whose forward returns logits: forward, loss, backward, AdamW.
+    host_phases_s: the host seconds the last call spent issuing forward + loss, backward, and the
+    optimizer step + zero_grad (nothing in a step waits for the device, so these are issue times)."""
+
+    def __init__(self, wrapped: Wrapped, ids, targets, device):
+        self.wrapped, self.ids, self.targets, self.device = wrapped, ids, targets, device
+        self.host_phases_s = (0.0, 0.0, 0.0)
+
+    def __call__(self) -> None:
+        w = self.wrapped
+        t0 = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=w.autocast):
+            loss = lm_loss(w.model(self.ids), self.targets)
+        t1 = time.perf_counter()
         loss.backward()
-        wrapped.optimizer.step()
-        wrapped.optimizer.zero_grad(set_to_none=True)
-    return step
+        t2 = time.perf_counter()
+        w.optimizer.step()
+        w.optimizer.zero_grad(set_to_none=True)
+        self.host_phases_s = (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+
+def data_parallel_step(wrapped: Wrapped, ids, targets, device) -> DataParallelStep:
+    return DataParallelStep(wrapped, ids, targets, device)
 
 
 def _batch(cfg, micro_batch, seq_len, device, seed):
@@ -213,7 +241,8 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                         peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
                         precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
                         time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
-                        timed_steps=timing.steps)
+                        timed_steps=timing.steps, **dict(zip(HOST_PHASE_COLUMNS,
+                                                            timing.host_phases_s or (None,) * 3)))
             wrapped = model = None
             _cleanup(device)
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, median "

@@ -118,7 +118,8 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
     row = dict(model="m", strategy="single", world_size=1, micro_batch=1, seq_len=8,
                grad_accum=1, time_s=0.5, peak_memory_bytes=1, tokens_per_s=16.0,
                precision="p", n_layers=2, detail="d", time_p10_s=0.4, time_p90_s=0.6,
-               host_s=0.3, timed_steps=20)
+               host_s=0.3, timed_steps=20, host_forward_s=0.1, host_backward_s=0.15,
+               host_optimizer_s=0.05)
     with Table(path) as t:
         t.add(**row)
         t.add(**{**row, "strategy": "ddp", "world_size": 2})
