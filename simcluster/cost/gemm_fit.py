@@ -113,7 +113,8 @@ class GemmDtypeFit:
         """(seconds, True when an interpolated measured family covered the shape)."""
         t, covered = self._aligned_s(m, n, k, dtype, gpu)
         curve = self.misaligned.get(misalignment(n, k, dtype))
-        if curve is not None:
+        # A measured family's own residual already holds its slowdown (off-grid rows, split 'all').
+        if curve is not None and not covered:
             # Outside the measured m range the nearest measured slowdown holds.
             x = min(max(math.log2(max(m, 1.0)), float(curve.x[0])), float(curve.x[-1]))
             t *= math.exp(curve(x))

@@ -164,7 +164,8 @@ def test_misaligned_gemm_takes_its_measured_slowdown():
     assert misalignment(4096, 2500, "bf16") == "k" and misalignment(2500, 4096, "bf16") == "n"
     assert misalignment(2500, 2500, "bf16") == "k" and misalignment(4096, 4096, "bf16") is None
     assert misalignment(4104, 4096, "fp8") == "n"     # fp8: 16 elements to 16 bytes
-    gemm = load_tables("h100-sxm").get("gemm.csv")
+    table = load_tables("h100-sxm").get("gemm.csv")
+    gemm = table[table["source"] != "off_grid"]        # the catalog widths: all aligned
     plain = fit_gemm(gemm, H100)["bf16"]
     # Synthetic misaligned table: 1.8x the aligned prediction for k, 1.1x for n.
     rows = [(m, n, k) for m in (1, 64, 4096) for n, k in ((4096, 1500), (3500, 3500), (1500, 4096))]
@@ -178,5 +179,9 @@ def test_misaligned_gemm_takes_its_measured_slowdown():
         assert fit.predict_s(m, n, k, "bf16", H100)[0] == pytest.approx(
             factor * plain.predict_s(m, n, k, "bf16", H100)[0], rel=1e-9)
     assert fit_gemm(gemm, H100, frame)["fp8"].misaligned == {}
+    # A measured misaligned family (off-grid rows fitted, split 'all') keeps its own residual.
+    with_off = fit_gemm(table, H100, frame)["bf16"]
+    t, covered = with_off.predict_s(48, 11000, 2500, "bf16", H100)
+    assert covered and t == with_off._aligned_s(48, 11000, 2500, "bf16", H100)[0]
     again = type(fit).from_json(fit.to_json())
     assert again.predict_s(48, 11000, 2500, "bf16", H100) == fit.predict_s(48, 11000, 2500, "bf16", H100)
