@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm, launch,
-                       memcpy, model_forward, moe, provenance, train_step)
+from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm,
+                       kernel_switch, launch, memcpy, model_forward, moe, provenance, train_step)
 from calibrate.context import BenchContext, make_context
 
 # name: (function of a BenchContext, time budget in seconds for the full sweep).  The budgets
@@ -26,6 +26,7 @@ SINGLE_SECTIONS = {
     "attention_decode_sdpa": (attention_sdpa.run_decode, 32),
     "gemm_misaligned": (gemm.run_misaligned, 6),
     "decode_kernels": (decode_kernels.run, 10),
+    "kernel_switch": (kernel_switch.run, 5),
     "moe": (moe.run, 40),
     "router": (moe.run_router, 8),
     "elementwise": (elementwise.run, 30),

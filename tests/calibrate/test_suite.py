@@ -319,7 +319,8 @@ def test_smoke_single_suite_on_cpu(tmp_path):
     pytest.importorskip("torch")
     from calibrate.cli import main
     assert main(["run", "--out", str(tmp_path), "--smoke", "--device", "cpu"]) == 0
-    for table in SINGLE_TABLES + SDPA_TABLES + ("gemm_misaligned.csv", "decode_kernels.csv"):
+    for table in SINGLE_TABLES + SDPA_TABLES + ("gemm_misaligned.csv", "decode_kernels.csv",
+                                                "kernel_switch.csv"):
         rows = read_table(tmp_path / table)
         assert rows, table
         assert list(rows[0])[:len(COLUMNS[table])] == COLUMNS[table]
