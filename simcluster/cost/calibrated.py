@@ -179,8 +179,8 @@ def calibrated_cost_model(gpu: GpuSpec, node=None, links: LinkParams | None = No
         for name in names:       # collectives may have been measured on another GPU type only
             if name not in calibrations:
                 calibrations[name] = load_calibration(load_gpu(name))
-    launch = LaunchOverhead(**{f"{'eager' if m == 'eager' else 'cuda_graph'}_s": v
-                               for m, v in cal.launch_s.items() if m in ("eager", "cuda_graph")})
+    launch = LaunchOverhead(**{f"{m}_s": v for m, v in cal.launch_s.items()
+                               if m in ("eager", "cuda_graph", "switch")})
     cm = CostModel(gpu, links, kernels=CalibratedKernels(gpu, cal, transferred), launch=launch)
     cm.collectives = calibrated_collectives(gpu, node, cm.links, calibrations)
     return cm

@@ -40,7 +40,8 @@ class Calibration:
     decode: CurveFit | None = None
     moe: CurveFit | None = None
     elementwise: dict[str, CurveFit] = field(default_factory=dict)
-    launch_s: dict[str, float] = field(default_factory=dict)       # 'eager' / 'cuda_graph' -> s per kernel
+    # 'eager' / 'cuda_graph' -> s per kernel launch; 'switch' -> s an op adds after another kind
+    launch_s: dict[str, float] = field(default_factory=dict)
     collectives: dict[tuple[str, int], CollectiveCurve] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     # Attention through torch's default SDPA dispatch (Implementation.attention == 'sdpa').
@@ -86,6 +87,16 @@ def launch_per_kernel_s(frame) -> dict[str, float]:
     return out
 
 
+def switch_s(frame) -> float | None:
+    """Per-kernel time of the mixed chain minus the mean of the single-op chains (kernel_switch.csv),
+    at least 0; None without both."""
+    per = frame["time_s"].to_numpy(float) / frame["n_kernels"].to_numpy(float)
+    mixed, same = per[(frame["chain"] == "mixed").to_numpy()], per[(frame["chain"] == "same").to_numpy()]
+    if len(mixed) == 0 or len(same) == 0:
+        return None
+    return max(0.0, float(np.mean(mixed) - np.mean(same)))
+
+
 def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") -> Calibration:
     """Fit every family from `tables`. split 'all' uses every microbenchmark row; 'fit' leaves out
     the held-out shapes of cost/split.py. Whole-model and training rows are never used."""
@@ -117,6 +128,8 @@ def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") ->
         cal.elementwise = fit_elementwise(f, gpu)
     if (f := rows("launch.csv")) is not None:
         cal.launch_s = launch_per_kernel_s(f)
+    if (f := rows("kernel_switch.csv")) is not None and (s := switch_s(f)) is not None:
+        cal.launch_s["switch"] = s
     if (f := rows("collectives.csv")) is not None:
         cal.collectives = fit_collectives(f)
     cal.provenance = {

@@ -13,10 +13,15 @@ from simcluster.llm.ops import Op
 @dataclass(frozen=True)
 class LaunchOverhead:
     """Host-side gap per kernel launch. Eager PyTorch pays Python + dispatcher + launch per kernel;
-    a CUDA-graph replay pays only the graph's inter-node gap. Measured figures replace these."""
+    a CUDA-graph replay pays only the graph's inter-node gap. Measured figures replace these.
+
+    switch_s: device time an op adds when it follows a different kernel, beyond its table time:
+    the kernel tables time each op back to back with itself (calibrate/kernel_switch.py measures
+    the difference; 0 where it was not measured)."""
 
     eager_s: float = 12e-6
     cuda_graph_s: float = 2.5e-6
+    switch_s: float = 0.0
 
     def per_kernel_s(self, cuda_graphs: bool) -> float:
         return self.cuda_graph_s if cuda_graphs else self.eager_s
@@ -95,6 +100,7 @@ class CostModel:
             t, method = self.collective_s(op)
             return OpEstimate(op.name, op.kind, op.repeat, t * op.repeat, t, method, "network", op.flops, op.bytes)
         t, method = self.kernels.time_s(op)
+        t += self.launch.switch_s
         gap = self.launch.per_kernel_s(cuda_graphs)
         return OpEstimate(op.name, op.kind, op.repeat, max(t, op.kernels * gap) * op.repeat, t, method,
                           bound(op, self.gpu), op.flops, op.bytes)

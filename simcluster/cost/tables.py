@@ -38,6 +38,7 @@ REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
                    ("time_s", "num")),
     "elementwise.csv": (("op", "str"), ("tokens", "num"), ("hidden", "num"), ("time_s", "num")),
     "launch.csv": (("mode", "str"), ("n_kernels", "num"), ("time_s", "num")),
+    "kernel_switch.csv": (("chain", "str"), ("op", "str"), ("n_kernels", "num"), ("time_s", "num")),
     "memcpy.csv": (("direction", "str"), ("bytes", "num"), ("time_s", "num")),
     "model_forward.csv": (("model", "str"), ("phase", "str"), ("batch", "num"), ("seq_len", "num"),
                           ("context_len", "num"), ("mode", "str"), ("time_s", "num")),

@@ -185,3 +185,20 @@ def test_misaligned_gemm_takes_its_measured_slowdown():
     assert covered and t == with_off._aligned_s(48, 11000, 2500, "bf16", H100)[0]
     again = type(fit).from_json(fit.to_json())
     assert again.predict_s(48, 11000, 2500, "bf16", H100) == fit.predict_s(48, 11000, 2500, "bf16", H100)
+
+
+def test_kernel_switch_cost_is_added_once_per_op_occurrence():
+    """kernel_switch.csv: mixed-chain per-kernel time minus the single-op chains' mean, charged
+    once per op occurrence (a multi-kernel op's table time already holds its inner switches)."""
+    from dataclasses import replace
+
+    from simcluster.cost.calibration import switch_s
+    from simcluster.cost.model import CostModel, LaunchOverhead
+    frame = pd.DataFrame({"chain": ["same", "same", "mixed"], "op": ["add", "neg", "add+neg"],
+                          "n_kernels": [64, 64, 128], "time_s": [64e-6, 128e-6, 256e-6]})
+    assert switch_s(frame) == pytest.approx(2e-6 - 1.5e-6)
+    assert switch_s(frame[frame["chain"] == "same"]) is None
+    op = replace(gemm("x", 4096, 4096, 4096, "bf16", repeat=3), kernels=2)
+    base = CostModel(H100, launch=LaunchOverhead(eager_s=1e-6, cuda_graph_s=1e-6))
+    switched = CostModel(H100, launch=LaunchOverhead(eager_s=1e-6, cuda_graph_s=1e-6, switch_s=0.5e-6))
+    assert switched.op(op).time_s == pytest.approx(base.op(op).time_s + 3 * 0.5e-6)
