@@ -87,11 +87,16 @@ def launch_per_kernel_s(frame) -> dict[str, float]:
     return out
 
 
+NO_KERNEL_S = 1e-7          # no CUDA kernel, launched from a graph, completes faster
+
+
 def switch_s(frame) -> float | None:
     """Per-kernel time of the mixed chain minus the mean of the single-op chains (kernel_switch.csv),
-    at least 0; None without both."""
+    at least 0; None without both.  A single-op chain under NO_KERNEL_S a kernel launched nothing
+    (the first tables' 'copy' chain copied a buffer onto itself) and is left out."""
     per = frame["time_s"].to_numpy(float) / frame["n_kernels"].to_numpy(float)
-    mixed, same = per[(frame["chain"] == "mixed").to_numpy()], per[(frame["chain"] == "same").to_numpy()]
+    mixed = per[(frame["chain"] == "mixed").to_numpy()]
+    same = per[(frame["chain"] == "same").to_numpy() & (per >= NO_KERNEL_S)]
     if len(mixed) == 0 or len(same) == 0:
         return None
     return max(0.0, float(np.mean(mixed) - np.mean(same)))
