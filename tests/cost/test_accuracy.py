@@ -108,7 +108,12 @@ NO_SDPA = pytest.mark.xfail(strict=True, reason="attention_*_sdpa.csv not measur
 
 @pytest.mark.parametrize("gpu", [pytest.param(g, marks=() if _sdpa_measured(g) else NO_SDPA) for g in GPUS])
 def test_whole_model_decode_threshold(gpu):
-    """Graph-replayed decode forwards, attention priced from the SDPA-dispatch tables."""
+    """Graph-replayed decode forwards, attention priced from the SDPA-dispatch tables.
+
+    Met with little margin (2026-11-22: H100 7.0%, H200 6.8%), and every row is under-predicted:
+    decode_kernels.csv shows the kernels' summed device time within ~2% of the prediction, while
+    the graph replay of the model adds 0.2-0.5 ms a step (0.25-0.46 us a kernel) that the
+    single-kind tables do not hold; switching kernel kinds is not it (kernel_switch.csv)."""
     mape, n = _mape(_report(gpu)[1], ["forward_decode"])
     assert n >= 10
     assert mape <= FORWARD_MAPE_PCT
