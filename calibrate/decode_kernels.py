@@ -3,9 +3,10 @@ profiler sees them: name, launches per step and device seconds per step.
 
 model_forward.csv times the whole step; this table says where that time goes, kernel by kernel,
 so a whole-model prediction can be checked op by op (which ops the microbenchmarks price well
-inside the model, which kernels the op lists lack).  The step runs eagerly under the profiler;
-kernel durations are device times, so launch gaps are not in them (the step's graph-replay time
-is in model_forward.csv at the same batch and context).
+inside the model, which kernels the op lists lack).  The step runs under the profiler eagerly
+(`mode` eager) and, on a GPU, as a CUDA-graph replay (`mode` cuda_graph, as model_forward.csv
+times it); kernel durations are device times, so gaps between kernels are not in them: the notes
+give each mode's summed kernel time beside the span of a step.
 """
 
 from __future__ import annotations
@@ -38,6 +39,28 @@ def step_kernels(prof, steps: int, cuda: bool) -> dict[str, list[float]]:
     return out
 
 
+def capture_step(model, ids, caches, c: int, device):
+    """A CUDA graph of one decode step, warmed up on a side stream as torch advises."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        model.decode(ids, caches, c)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model.decode(ids, caches, c)
+    return graph
+
+
+def span_s(prof, steps: int) -> float:
+    """First kernel start to last kernel end over the profiled steps, per step."""
+    from torch.autograd import DeviceType
+    ranges = [e.time_range for e in prof.events() if e.device_type == DeviceType.CUDA]
+    if not ranges:
+        return 0.0
+    return (max(r.end for r in ranges) - min(r.start for r in ranges)) * 1e-6 / steps
+
+
 def run(ctx: BenchContext) -> None:
     from torch.profiler import ProfilerActivity, profile
     cfg = SMOKE if ctx.smoke else LLAMA_3_1_8B
@@ -59,20 +82,27 @@ def run(ctx: BenchContext) -> None:
                 model.decode(ids, caches, c)
             ctx.timer.sync()
             activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
-            with profile(activities=[activity]) as prof:
-                for _ in range(steps):
-                    model.decode(ids, caches, c)
+            graph = capture_step(model, ids, caches, c, ctx.device) if cuda else None
+            for mode in ("eager", "cuda_graph") if cuda else ("eager",):
+                step = (lambda: model.decode(ids, caches, c)) if mode == "eager" else graph.replay
+                step()
                 ctx.timer.sync()
-            kernels = step_kernels(prof, steps, cuda)
-            for name, (calls, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1]):
-                if t > 0:
-                    out.add(model=cfg.name, batch=b, context_len=c, kernel=name,
-                            calls_per_step=round(calls, 3), time_s=t)
-            total = sum(t for _, t in kernels.values())
-            launches = sum(n for n, _ in kernels.values())
-            ctx.note(f"decode_kernels {cfg.name} b={b} c={c}: {launches:.0f} kernels, "
-                     f"{total * 1e3:.3f} ms device time per step (GQA via {gqa})")
-            del caches
+                with profile(activities=[activity]) as prof:
+                    for _ in range(steps):
+                        step()
+                    ctx.timer.sync()
+                kernels = step_kernels(prof, steps, cuda)
+                for name, (calls, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1]):
+                    if t > 0:
+                        out.add(model=cfg.name, batch=b, context_len=c, kernel=name,
+                                calls_per_step=round(calls, 3), time_s=t, mode=mode)
+                total = sum(t for _, t in kernels.values())
+                launches = sum(n for n, _ in kernels.values())
+                span = span_s(prof, steps) if cuda else 0.0
+                ctx.note(f"decode_kernels {cfg.name} b={b} c={c} {mode}: {launches:.0f} kernels, "
+                         f"{total * 1e3:.3f} ms kernel time and {span * 1e3:.3f} ms span per step "
+                         f"(GQA via {gqa})")
+            del graph, caches
             gc.collect()
     del model
     gc.collect()

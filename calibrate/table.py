@@ -48,6 +48,7 @@ EXTRA_COLUMNS = {
     "router.csv": ["timing"],
     "elementwise.csv": ["impl", "timing"],
     "launch.csv": ["time_per_kernel_s"],
+    "decode_kernels.csv": ["mode"],
     "model_forward.csv": ["n_layers", "gqa"],
     "kernel_switch.csv": ["time_per_kernel_s", "timing"],
     "memcpy.csv": ["bytes_per_s"],
