@@ -111,6 +111,24 @@ def _stage_params(llm: LlmSpec, plan: TrainingPlan, stage: int) -> tuple[float, 
     return dense, expert, layers
 
 
+def fsdp_buffer_bytes(llm: LlmSpec, plan: TrainingPlan, params: float, layers: int,
+                      stage: int) -> tuple[float, float]:
+    """Unsharded FSDP (ZeRO-3) buffers on one GPU holding `params` parameters: (during backward,
+    when backward ends).
+
+    During backward, per layer unit: the gathered weights of the current and the prefetched layer
+    (compute dtype) and one layer's unsharded gradient (compute dtype, then grad dtype for the
+    reduce-scatter). The root unit (FSDP2's fully_shard on the model: embedding and tied head)
+    stays gathered from forward to the end of backward (the root does not reshard after forward),
+    and its gradient, complete only when backward ends, is held unsharded in both dtypes before
+    its reduce-scatter."""
+    root = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1) if stage == 0 else 0.0
+    root = min(root, params)
+    per_layer = (params - root) / max(layers, 1)
+    bf16, gb = dtype_bytes("bf16"), dtype_bytes(plan.grad_dtype)
+    return root * bf16 + per_layer * (3 * bf16 + gb), root * (2 * bf16 + gb)
+
+
 def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stage: int,
                  optimizer_impl: str = "fused", persistent_grads: bool = True,
                  reserve_bytes: float = 0.0, keep_outputs: bool = False) -> TrainingMemory:
@@ -166,11 +184,10 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
         if keep_outputs and plan.pp > 1:
             loss += logits * dtype_bytes("bf16") * plan.n_micro_batches
     buffers = reserve_bytes
+    end_buffers = 0.0
     if plan.zero == 3:
-        # FSDP: the gathered weights of the current and the prefetched layer (compute dtype) and
-        # one layer's unsharded gradient before its reduce-scatter.
-        per_layer_params = p / max(layers, 1)
-        buffers += per_layer_params * (2 * dtype_bytes("bf16") + gb)
+        in_backward, end_buffers = fsdp_buffer_bytes(llm, plan, p, layers, stage)
+        buffers += in_backward
     elif plan.dp * plan.cp > 1 and plan.zero in (1, 2):
         # Distributed optimizer: the all-gather of updated weights lands in the weight buffer; one
         # bucket in flight for the reduce-scatter.
@@ -183,7 +200,9 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
     backward_peak = weights + compute_copy + grads_at_backward + states + activations + loss + buffers
     temp = sharded(dense, expert, plan.zero >= 1) * sb if optimizer_impl == "foreach" else 0.0
     step_peak = weights + grads + states + temp + buffers
-    peak = max(backward_peak, step_peak)
+    # FSDP's root gradient, unsharded, once backward has freed the activations.
+    end_peak = weights + grads + states + reserve_bytes + end_buffers if end_buffers else 0.0
+    peak = max(backward_peak, step_peak, end_peak)
     return TrainingMemory(stage, weights + compute_copy, grads, states + temp, activations, loss, buffers,
                           gpu_memory_bytes, peak)
 

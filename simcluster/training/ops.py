@@ -48,6 +48,9 @@ class ChunkCost:
     expert_params: float
     flops: float                 # hardware FLOPs of F + B + W on one GPU, recomputation included
     device_fraction: float = 1.0  # share of a pass the GPU is busy (below 1 when the host bounds it)
+    # Parameters whose gradient is complete only when the pass's backward ends: the input embedding
+    # (its backward runs last; a tied LM head accumulates into the same tensor).
+    late_grad_params: float = 0.0
     forward_host_s: float = 0.0   # host time to issue the forward's kernels (eager frameworks)
     backward_host_s: float = 0.0
 
@@ -211,7 +214,9 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         comm_b += prefetch_pipeline_s(b_total / layers, gather_s + scatter_s, layers) - b_total + scatter_s
     act = plan.micro_batch * plan.seq_len / plan.cp * llm.hidden_size * dtype_bytes("bf16")
     send = act / plan.tp if plan.sequence_parallel else act
-    return ChunkCost(index, layers, fwd, b_in, b_w, comm_f, comm_b, send, dense, expert, flops)
+    late = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1) if index == 0 else 0.0
+    return ChunkCost(index, layers, fwd, b_in, b_w, comm_f, comm_b, send, dense, expert, flops,
+                     late_grad_params=min(late, dense))
 
 
 def fsdp_copy_bytes(params: float, dp: int, param_dtype: str, grad_dtype: str) -> tuple[float, float]:

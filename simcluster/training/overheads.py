@@ -7,6 +7,7 @@ on a fit split, never on the rows they are checked against.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Share of a layer's host work spent issuing its forward vs its backward kernels: eager backward
@@ -34,8 +35,28 @@ class FrameworkOverheads:
     # by this fraction of the overlapped time (NCCL kernels occupy SMs and HBM bandwidth; in the
     # recorded DDP trace, elementwise kernels ran 1.3-1.8x longer while an all-reduce ran).
 
+    # issue_exponent p: a pass whose kernels the host issues in h seconds and the GPU runs in d
+    # lasts (h^p + d^p)^(1/p) (pass_time_s); inf is max(h, d), a launch queue that always keeps
+    # the slower side busy.
+    issue_exponent: float = math.inf
+
+    def pass_time_s(self, device_s: float, host_s: float) -> float:
+        return pass_time_s(device_s, host_s, self.issue_exponent)
+
     def forward_host_s(self, layers: int) -> float:
         return layers * self.host_s_per_layer * FORWARD_HOST_SHARE
 
     def backward_host_s(self, layers: int) -> float:
         return layers * self.host_s_per_layer * (1.0 - FORWARD_HOST_SHARE)
+
+
+def pass_time_s(device_s: float, host_s: float, exponent: float = math.inf) -> float:
+    """Wall seconds of a pass whose kernels the host issues in host_s while the GPU runs them in
+    device_s. CUDA's launch queue lets the host run ahead, so far from balance the slower side sets
+    the time (max). Near balance each side stalls the other (a burst of short kernels drains the
+    queue, a long kernel fills it and blocks the launches), which the p-norm (h^p + d^p)^(1/p)
+    adds: 2^(1/p) - 1 at balance, vanishing as one side dominates. exponent = inf is the max."""
+    if math.isinf(exponent) or device_s <= 0 or host_s <= 0:
+        return max(device_s, host_s)
+    hi = max(device_s, host_s)
+    return hi * ((device_s / hi) ** exponent + (host_s / hi) ** exponent) ** (1.0 / exponent)

@@ -124,13 +124,15 @@ class _Replay:
             event.callbacks.append(lambda _: self._advance(waiter))
 
     def _buckets(self, dev: _Device, chunk: ChunkCost, start_s: float, dur_s: float):
-        """Queue the gradient buckets of `chunk`, ready progressively over its last backward."""
+        """Queue the gradient buckets of `chunk`, ready progressively over its last backward; the
+        buckets of chunk.late_grad_params (the embedding) only when that backward ends."""
         plan, g = self.plan, self.groups
         if plan.zero == 3:
             return
         coll = "all_reduce" if plan.zero == 0 else "reduce_scatter"
         gb = dtype_bytes(plan.grad_dtype)
-        for n_params, grp in ((chunk.dense_params, g.dp), (chunk.expert_params, g.expert_dp)):
+        for n_params, late, grp in ((chunk.dense_params, chunk.late_grad_params, g.dp),
+                                    (chunk.expert_params, 0.0, g.expert_dp)):
             total = n_params * gb
             if grp.size <= 1 or total <= 0:
                 continue
@@ -138,16 +140,20 @@ class _Replay:
             size = total / n
             work = collective_s(coll, size, grp, self.cm)
             label = f"{coll} {grp.name} c{chunk.index}"
+            progressive = total - late * gb
+            # Bucket k holds bytes up to (k + 1)·size, produced at a steady rate over the pass.
+            ready = [start_s + dur_s * (min(1.0, (k + 1) * size / progressive) if progressive > 0 else 1.0)
+                     for k in range(n)]
             if self.link_model == "fifo":
                 # The device's NCCL stream serves buckets in order; no SimPy event per bucket.
                 for k in range(n):
-                    start = max(start_s + dur_s * (k + 1) / n, dev.grads_done_s)
+                    start = max(ready[k], dev.grads_done_s)
                     dev.grads_done_s = start + work
                     self.dp_busy[dev.index].append((start, start + work))
                     self._trace(dev.index, 2, label, start, work)
                 continue
             for k in range(n):
-                self.grad_ready[dev.index].append((start_s + dur_s * (k + 1) / n, work, grp.link, label))
+                self.grad_ready[dev.index].append((ready[k], work, grp.link, label))
         self._notify(dev.index)
 
     def _notify(self, s: int):
@@ -350,14 +356,18 @@ def breakdown_of(devices: list[dict], step_overhead_s: float = 0.0) -> dict[str,
 
 
 def host_bound(c: ChunkCost, overheads: FrameworkOverheads) -> ChunkCost:
-    """A chunk whose passes last at least as long as the host needs to issue their kernels."""
-    f = max(c.forward_s, overheads.forward_host_s(c.n_layers))
+    """A chunk whose passes last as long as issuing their kernels from the host and running them
+    allow together (FrameworkOverheads.pass_time_s); the blocking communication inside a pass is
+    device work like its kernels. The compute share of each pass stretches to make up the time."""
+    hf, hb = overheads.forward_host_s(c.n_layers), overheads.backward_host_s(c.n_layers)
+    f_dev = c.forward_s + c.forward_comm_s
+    f = max(c.forward_s, overheads.pass_time_s(f_dev, hf) - c.forward_comm_s)
     b = c.backward_input_s + c.backward_weight_s
-    hb = overheads.backward_host_s(c.n_layers)
-    k = hb / b if b > 0 and hb > b else 1.0
+    b_new = max(b, overheads.pass_time_s(b + c.backward_comm_s, hb) - c.backward_comm_s)
+    k = b_new / b if b > 0 else 1.0
     busy = (c.forward_s + b) / (f + b * k) if f + b * k > 0 else 1.0
     return replace(c, forward_s=f, backward_input_s=c.backward_input_s * k, backward_weight_s=c.backward_weight_s * k,
-                   device_fraction=busy, forward_host_s=overheads.forward_host_s(c.n_layers), backward_host_s=hb)
+                   device_fraction=busy, forward_host_s=hf, backward_host_s=hb)
 
 
 def plan_chunks(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups,

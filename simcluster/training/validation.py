@@ -11,8 +11,9 @@ grad_accum micro-batches.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,8 @@ PROBE_TOKENS = 256
 # The fit split: the Llama-3.2-1B family (16 layers and its 4-layer cut). Every other model's rows
 # (Llama-3.2-3B) are held out: nothing is fitted on them.
 FIT_MODELS = ("llama-3.2-1b", "llama-3.2-1b-4l")
+# Candidate issue exponents (overheads.pass_time_s): inf = max(host, device).
+ISSUE_EXPONENTS = (math.inf, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0)
 
 
 def is_fit_row(row) -> bool:
@@ -110,13 +113,8 @@ def is_probe(row) -> bool:
     return int(row.micro_batch) * int(row.seq_len) <= PROBE_TOKENS
 
 
-@dataclass(frozen=True)
-class Fit:
-    overheads: dict[str, FrameworkOverheads]     # per strategy: each wrapper has its own host cost
-    fit_rows: int
-
-
-def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict) -> tuple[float, float]:
+def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict,
+                      exponent: float = math.inf) -> tuple[float, float]:
     """(host_s_per_layer, host_s_per_step) that reproduce the probe rows' step times.
 
     At a probe the step is host-bound, so its predicted time is linear in both host figures:
@@ -126,7 +124,7 @@ def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, mem
     import numpy as np
 
     def times(layer_s: float, step_s: float) -> np.ndarray:
-        oh = FrameworkOverheads(layer_s, reserve, 0.0, step_s)
+        oh = FrameworkOverheads(layer_s, reserve, 0.0, step_s, exponent)
         return np.array([predict_row(r, gpu, cm, oh, memo)["predicted_time_s"] for r in probes])
 
     measured = np.array([float(r.time_s) for r in probes])
@@ -142,16 +140,18 @@ def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, mem
     return float(x[0]), float(x[1])
 
 
-def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float = 30e-3) -> FrameworkOverheads:
-    """FrameworkOverheads from the fit rows of one strategy (deterministic).
+def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float = 30e-3,
+                 overlap_slowdown: float | None = None, issue_exponent: float = math.inf) -> FrameworkOverheads:
+    """FrameworkOverheads from the fit rows of one strategy at one world size (deterministic).
 
     memory_reserve_bytes = median residual of peak memory over the fit rows. Host time: where the
     rows hold host probes (PROBE_TOKENS) at two or more depths, host_s_per_layer and
     host_s_per_step are solved from the probes alone (measured, not fitted on the time rows);
     otherwise host_s_per_layer minimises the squared relative time errors on a 1 ms then a 0.05 ms
     grid, and, when the rows hold models of two or more depths, host_s_per_step on a 1 ms grid in
-    [0, 30 ms]. For strategies with bucketed gradient collectives (ddp) overlap_slowdown on a 0.1
-    grid in [0, 2], on the rows that are not probes."""
+    [0, 30 ms]. overlap_slowdown: as given (fit_overheads shares one per strategy), else for
+    strategies with bucketed gradient collectives (ddp) on a 0.1 grid in [0, 2] over the rows that
+    are not probes."""
     memo: dict = {}
     base = [predict_row(r, gpu, cm, memo=memo) for r in rows.itertuples()]
     residual = sorted(b["measured_peak_memory_bytes"] - b["predicted_peak_memory_bytes"] for b in base)
@@ -159,34 +159,57 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float 
     depth = {m: row_llm(next(rows[rows.model == m].itertuples())).n_layers for m in set(rows.model)}
     probes = [r for r in rows.itertuples() if is_probe(r)]
     timed = [r for r in rows.itertuples() if not is_probe(r)] or list(rows.itertuples())
+    ddp = set(rows["strategy"]) == {"ddp"}
 
     def loss(host_s: float, kappa: float, step_s: float, subset=None) -> float:
-        oh = FrameworkOverheads(host_s, reserve, kappa, step_s)
+        oh = FrameworkOverheads(host_s, reserve, kappa, step_s, issue_exponent)
         return sum(predict_row(r, gpu, cm, oh, memo)["time_error"] ** 2 for r in (subset or rows.itertuples()))
 
+    def best_kappa(host_s: float, step_s: float, subset=None) -> float:
+        if overlap_slowdown is not None or not ddp:
+            return overlap_slowdown or 0.0
+        return min((i * 0.1 for i in range(21)), key=lambda k: loss(host_s, k, step_s, subset))
+
     if len({depth[r.model] for r in probes}) >= 2:
-        host, step = _host_from_probes(probes, gpu, cm, reserve, memo)
-        kappa = 0.0
-        if set(rows["strategy"]) == {"ddp"}:
-            kappa = min((i * 0.1 for i in range(21)), key=lambda k: loss(host, k, step, timed))
-        return FrameworkOverheads(host, reserve, kappa, step)
+        host, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent)
+        return FrameworkOverheads(host, reserve, best_kappa(host, step, timed), step, issue_exponent)
 
     def refine(kappa: float, step_s: float, around: float | None = None) -> float:
         coarse = around if around is not None else min(
             (i * 1e-3 for i in range(int(max_host_s / 1e-3) + 1)), key=lambda h: loss(h, kappa, step_s))
         return min((max(0.0, coarse + (i - 20) * 0.05e-3) for i in range(41)), key=lambda h: loss(h, kappa, step_s))
 
-    host, kappa, step = refine(0.0, 0.0), 0.0, 0.0
-    if set(rows["strategy"]) == {"ddp"}:
-        kappa = min((i * 0.1 for i in range(21)), key=lambda k: loss(host, k, step))
+    host, step = refine(0.0, 0.0), 0.0
+    kappa = best_kappa(host, step)
     if len(set(depth.values())) > 1:
         step = min((i * 1e-3 for i in range(31)), key=lambda t: loss(host, kappa, t))
         host = refine(kappa, step)
     elif kappa:
         host = refine(kappa, step, around=host)
-    return FrameworkOverheads(host, reserve, kappa, step)
+    return FrameworkOverheads(host, reserve, kappa, step, issue_exponent)
 
 
-def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> Fit:
-    """One FrameworkOverheads per strategy present in the fit rows."""
-    return Fit({s: fit_strategy(g, gpu, cm) for s, g in rows.groupby("strategy", sort=True)}, len(rows))
+def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str, int], FrameworkOverheads]:
+    """FrameworkOverheads per (strategy, world size) of the fit rows. Host time and memory are per
+    world size (each has its own probes: fit_strategy). Two figures describe the framework rather
+    than the group, so each strategy has one over all its world sizes, chosen to minimise the
+    squared relative time errors of the rows that are not probes: issue_exponent on ISSUE_EXPONENTS
+    (how host and device stall each other near balance; the probes are re-solved for each) and,
+    for ddp, jointly the overlap slowdown on the 0.1 grid in [0, 2]."""
+    out: dict[tuple[str, int], FrameworkOverheads] = {}
+    for strategy, by_strategy in rows.groupby("strategy", sort=True):
+        groups = {int(ws): g for ws, g in by_strategy.groupby("world_size", sort=True)}
+        timed = [(ws, r) for ws, g in groups.items() for r in g.itertuples() if not is_probe(r)]
+        memo: dict = {}
+
+        def loss(fits: dict) -> float:
+            return sum(predict_row(r, gpu, cm, fits[ws], memo)["time_error"] ** 2 for ws, r in timed)
+
+        kappas = [i * 0.1 for i in range(21)] if strategy == "ddp" else [0.0]
+        candidates = []
+        for p in ISSUE_EXPONENTS:
+            solved = {ws: fit_strategy(g, gpu, cm, overlap_slowdown=0.0, issue_exponent=p) for ws, g in groups.items()}
+            candidates += [{ws: replace(f, overlap_slowdown=k) for ws, f in solved.items()} for k in kappas]
+        fits = min(candidates, key=loss)
+        out.update({(str(strategy), ws): f for ws, f in fits.items()})
+    return out
