@@ -2,7 +2,7 @@
 on one GPU and under DDP, FSDP2, tensor and pipeline parallelism.
 
 A step's time is the host clock from the step's start to the device going idle (every rank starts
-a step together, after a barrier), median over TIMED_STEPS steps after WARMUP_STEPS warm-up steps
+a step together, after a barrier; automatic garbage collection off), median over TIMED_STEPS steps after WARMUP_STEPS warm-up steps
 of the same shape (DTensor's sharding-propagation cache, the allocator, cuBLAS heuristics and NCCL
 channels all settle there), the slowest rank's median; time_p10_s / time_p90_s give the spread.
 host_s is the median time until the host has issued the whole step (step() returned, the device
@@ -16,6 +16,7 @@ largest torch.cuda.max_memory_allocated over the ranks, reset after warm-up.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -116,11 +117,21 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     walls, hosts, phases = [], [], []
-    for _ in range(n):
-        wall, host = _one_step(step, device)
-        walls.append(wall)
-        hosts.append(host)
-        phases.append(getattr(step, "host_phases_s", None))
+    # As large-scale trainers do (torchtitan's gc_freq): no automatic garbage collection inside
+    # steps, the long-lived objects frozen out of the collected generations. A full collection
+    # over the model's and DTensor's objects costs tens of ms and otherwise lands in random steps.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        for _ in range(n):
+            wall, host = _one_step(step, device)
+            walls.append(wall)
+            hosts.append(host)
+            phases.append(getattr(step, "host_phases_s", None))
+    finally:
+        gc.enable()
+        gc.unfreeze()
     deciles = statistics.quantiles(walls, n=10, method="inclusive")
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     by_phase = None
@@ -247,7 +258,9 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
             _cleanup(device)
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, median "
              f"of {MIN_TIMED_STEPS}-{TIMED_STEPS} timed steps (host clock, barrier + synchronize "
-             f"around each), p10/p90 and host issue time beside it; GQA via {gqa}")
+             f"around each; automatic gc off and long-lived objects frozen while timing), p10/p90 "
+             f"and host issue time beside it; GQA via {gqa}; CPU affinity "
+             f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} cores")
     if ctx.skipped:
         ctx.note(f"train_step {strategy}: time budget ran out, {ctx.skipped} points skipped")
 
