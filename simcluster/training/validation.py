@@ -101,6 +101,8 @@ PROBE_TOKENS = 256
 # The fit split: the Llama-3.2-1B family (16 layers and its 4-layer cut). Every other model's rows
 # (Llama-3.2-3B) are held out: nothing is fitted on them.
 FIT_MODELS = ("llama-3.2-1b", "llama-3.2-1b-4l")
+# A row whose predicted device-only time is below this share of its measured step is host-bound.
+HOST_BOUND_DEVICE_SHARE = 0.5
 # Candidate issue exponents (overheads.pass_time_s): inf = max(host, device).
 ISSUE_EXPONENTS = (math.inf, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0)
 
@@ -140,13 +142,27 @@ def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, mem
     return float(x[0]), float(x[1])
 
 
+def memory_reserve_bytes(base: list[dict], steps: int = 400) -> float:
+    """The non-negative reserve that minimises the largest relative peak-memory error over the rows
+    predicted without one (peaks grow one for one with the reserve): the rows' peaks are set by
+    different moments of the step (end of backward at few tokens, start of backward at many), so
+    one constant is placed to keep both regimes closest."""
+    meas = [b["measured_peak_memory_bytes"] for b in base]
+    pred = [b["predicted_peak_memory_bytes"] for b in base]
+    top = max(0.0, max(m - q for m, q in zip(meas, pred)))
+    return min((top * i / steps for i in range(steps + 1)),
+               key=lambda r: max(abs(q + r - m) / m for m, q in zip(meas, pred)))
+
+
 def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float = 30e-3,
                  overlap_slowdown: float | None = None, issue_exponent: float = math.inf) -> FrameworkOverheads:
     """FrameworkOverheads from the fit rows of one strategy at one world size (deterministic).
 
-    memory_reserve_bytes = median residual of peak memory over the fit rows. Host time: where the
+    memory_reserve_bytes: memory_reserve_bytes over the fit rows. Host time: where the
     rows hold host probes (PROBE_TOKENS) at two or more depths, host_s_per_layer and
-    host_s_per_step are solved from the probes alone (measured, not fitted on the time rows);
+    host_s_per_step are solved from the probes and the other host-bound rows (predicted device
+    time under HOST_BOUND_DEVICE_SHARE of the measured step: the same host time, more samples of
+    it; never a row where the device sets the time);
     otherwise host_s_per_layer minimises the squared relative time errors on a 1 ms then a 0.05 ms
     grid, and, when the rows hold models of two or more depths, host_s_per_step on a 1 ms grid in
     [0, 30 ms]. overlap_slowdown: as given (fit_overheads shares one per strategy), else for
@@ -154,10 +170,13 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float 
     are not probes."""
     memo: dict = {}
     base = [predict_row(r, gpu, cm, memo=memo) for r in rows.itertuples()]
-    residual = sorted(b["measured_peak_memory_bytes"] - b["predicted_peak_memory_bytes"] for b in base)
-    reserve = max(0.0, residual[len(residual) // 2])
+    reserve = memory_reserve_bytes(base)
     depth = {m: row_llm(next(rows[rows.model == m].itertuples())).n_layers for m in set(rows.model)}
     probes = [r for r in rows.itertuples() if is_probe(r)]
+    if len({depth[r.model] for r in probes}) >= 2:
+        # Other rows where the GPU is mostly idle measure the same host time: more samples of it.
+        probes += [r for r, b in zip(rows.itertuples(), base) if not is_probe(r)
+                   and b["predicted_time_s"] < HOST_BOUND_DEVICE_SHARE * float(r.time_s)]
     timed = [r for r in rows.itertuples() if not is_probe(r)] or list(rows.itertuples())
     ddp = set(rows["strategy"]) == {"ddp"}
 
