@@ -2,15 +2,16 @@
 on one GPU and under DDP, FSDP2, tensor and pipeline parallelism.
 
 A step's time is the host clock from the step's start to the device going idle (every rank starts
-a step together, after a barrier; automatic garbage collection off), median over TIMED_STEPS steps after WARMUP_STEPS warm-up steps
-of the same shape (DTensor's sharding-propagation cache, the allocator, cuBLAS heuristics and NCCL
-channels all settle there), the slowest rank's median; time_p10_s / time_p90_s give the spread.
-host_s is the median time until the host has issued the whole step (step() returned, the device
-possibly still running): the framework's own cost; host_forward_s / host_backward_s /
-host_optimizer_s split it by phase (not for the pipeline).  Each grid holds a host probe (micro-batch 1,
-128 tokens: the GPU has almost nothing to do, so the step time is the framework's host time) at
-two depths, so host time per layer and per step are measured, not fitted.  Peak memory is the
-largest torch.cuda.max_memory_allocated over the ranks, reset after warm-up.
+a step together, after a barrier; automatic garbage collection off), median over TIMED_STEPS steps
+after WARMUP_STEPS warm-up steps of the same shape (DTensor's sharding-propagation cache, the
+allocator, cuBLAS heuristics and NCCL channels all settle there), the slowest rank's median;
+time_p10_s / time_p90_s give the spread. host_s is the median time until the host has issued the
+whole step (step() returned, the device possibly still running): the framework's own cost;
+host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the pipeline).
+Each grid holds a host probe (micro-batch 1, 128 tokens: the GPU has almost nothing to do, so the
+step time is the framework's host time) at two depths, so host time per layer and per step are
+measured, not fitted. Peak memory is the largest torch.cuda.max_memory_allocated over the ranks,
+reset after warm-up.
 """
 
 from __future__ import annotations
