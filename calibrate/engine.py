@@ -1,6 +1,7 @@
 """Engine validation run: serve an Azure-trace slice through transformers' continuous batching on one GPU.
 
     python -m calibrate.engine --out DIR [--shape llama-3.1-8b] [--rates auto|R1,R2] [--budget-s 420]
+        [--config eager|graphs_async|...] [--select C1,C2,...] [--prefix engine_] [--pack FILE.tgz]
 
 A Llama-shaped model with random bf16 weights (no download) serves, in order:
   fit_*   short probes at fixed concurrency (decode at 1 to 48 sequences over 0.1k to 50k KV
@@ -14,9 +15,13 @@ and, as production engines do (vLLM freezes its heap after start-up), the Python
 and frozen before each phase (`--gc freeze`), so the garbage collector does not walk the
 model's and the libraries' objects in the middle of an iteration; torch's CPU threads are set to
 one, as vLLM sets them for its workers.
-Writes to DIR: engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
+With --select, short probes first pick the engine configuration (calibrate/engine_select.py: CUDA
+graphs, async batching, torch.compile) and everything above runs with the chosen one.
+Writes to DIR (file names start with --prefix): engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
 engine_requests_fit.csv (per request: arrival, first token, finish, tokens), engine_iterations.csv
-(per engine iteration: wall times of its CPU and GPU parts and its batch), engine_provenance.yaml.
+(per engine iteration: wall times of its CPU and GPU parts and its batch), engine_select.csv (with
+--select), engine_provenance.yaml; after every phase, so a run cut short keeps what it measured, and
+packed into --pack as well.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import gc
 import math
 import os
 import sys
+import tarfile
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +43,7 @@ if __package__ in (None, ""):   # run as `python calibrate/engine.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from calibrate.engine_run import ITERATION_COLUMNS, Engine, EngineSettings, IterationLog
+from calibrate.engine_select import CONFIGS, select, select_rows, settings_for
 from calibrate.engine_trace import engine_trace, rate_tag, write_trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,18 +166,20 @@ def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log,
 
 
 def choose_rates(arg: str, stats: dict, mean_output: float, log) -> list[float]:
-    if arg != "auto":
-        return [float(x) for x in arg.split(",")]
-    # Capacity in requests/s if decode ran at the 32-sequence rate; a light and a loaded fraction of it.
+    """'auto', or comma-separated requests/s where 'capNN' is NN % of the capacity estimate."""
+    # Capacity in requests/s if decode ran at the 32-sequence rate (prefill left out: an upper bound).
     cap = stats.get("decode_tokens_per_s_b32", 0.0) / max(mean_output, 1.0)
-    rates = [max(0.05, round(f * cap * 20) / 20) for f in (0.25, 0.6)]
-    log(f"rates: capacity estimate {cap:.2f} req/s -> {rates}")
+    items = ["cap25", "cap60"] if arg == "auto" else arg.split(",")
+    rates = [max(0.05, round(float(x[3:]) / 100 * cap * 20) / 20) if x.startswith("cap") else float(x)
+             for x in items]
+    log(f"rates: capacity estimate {cap:.2f} req/s; {arg} -> {rates}")
     return rates
 
 
 def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog, run: dict, wall0: float,
-                 log) -> None:
-    """Fit probes, the rates, the late probes, each group on a fresh engine; fills `run` as it goes."""
+                 log, checkpoint=lambda: None) -> None:
+    """Fit probes, the rates, the late probes, each group on a fresh engine; fills `run` as it goes and
+    calls `checkpoint` after each group."""
     def fresh_engine(what: str) -> Engine:
         e = Engine(model, settings, log, iterations)
         run["warmup_s"] = e.warmup_s
@@ -189,6 +198,7 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
     fit_rows, stats = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "fit", settle_fn)
     run["fit_rows"], run["stats"] = fit_rows, stats
     engine.stop()
+    checkpoint()
     probe = engine_trace(args.trace, 1.0, 400, 0, args.max_prompt, args.max_output)
     rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
     offset = 0
@@ -203,22 +213,54 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
         trace = engine_trace(args.trace, rate, n, offset, args.max_prompt, args.max_output)
         offset += n
         tag = rate_tag(rate)
-        write_trace(trace, args.out / f"engine_trace_{tag}.csv")
+        write_trace(trace, args.out / f"{args.prefix}trace_{tag}.csv")
         engine = fresh_engine(f"rate {rate}")
         settle_fn()
         recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
                                trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
-        _write_rows(args.out / f"engine_requests_{tag}.csv", recs)
+        _write_rows(args.out / f"{args.prefix}requests_{tag}.csv", recs)
         run["served"].append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
                               "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
         if not engine.alive():
             log("engine: the generation thread died; see the log above")
         engine.stop()
+        checkpoint()
     if args.late_probes and args.budget_s - (time.perf_counter() - wall0) > late_s:
         engine = fresh_engine("late probes")
         late_rows, _ = fit_phases(engine, probe_rng, vocab, args.max_prompt, args.out, log, "late", settle_fn)
         run["fit_rows"] = fit_rows + late_rows
         engine.stop()
+        checkpoint()
+
+
+def write_outputs(args, iterations: IterationLog, run: dict, facts: dict, settings: EngineSettings,
+                  timings: dict, wall0: float) -> int:
+    """Write the request, iteration, select and provenance files from what `run` holds so far and pack
+    them (with anything else in DIR, such as the GPU monitor) into --pack; returns the iteration count."""
+    if run["fit_rows"]:
+        _write_rows(args.out / f"{args.prefix}requests_fit.csv", run["fit_rows"])
+    if run["select"]:
+        _write_rows(args.out / f"{args.prefix}select.csv", select_rows(run["select"]))
+    iterations.resolve_gpu_times()
+    rows = sorted(iterations.rows, key=lambda r: r[1])
+    with open(args.out / f"{args.prefix}iterations.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ITERATION_COLUMNS)
+        for r in rows:
+            w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:11],
+                        f"{r[11]:.6f}", f"{r[12]:.6f}", r[13], f"{r[14]:.6f}", f"{r[15]:.6f}"])
+    from calibrate.engine_provenance import write_provenance
+    write_provenance(args.out / f"{args.prefix}provenance.yaml", facts, settings, args, run["served"], run["stats"],
+                     {**timings, "warmup_s": run["warmup_s"], "total_wall_s": time.perf_counter() - wall0}, sys.argv,
+                     engine_config=run["config"], select=select_rows(run["select"]))
+    if args.pack:
+        tmp = args.pack.with_name(args.pack.name + ".part")
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in sorted(args.out.iterdir()):
+                if f.is_file():
+                    tar.add(f, arcname=f.name)
+        tmp.replace(args.pack)
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--shape", default="llama-3.1-8b", choices=sorted(SHAPES))
     ap.add_argument("--trace", default=str(REPO / "scenarios/traces/azure_llm_2023_conv.csv"))
-    ap.add_argument("--rates", default="auto", help="'auto' or comma-separated requests/s")
+    ap.add_argument("--rates", default="auto",
+                    help="'auto' or comma-separated requests/s; 'capNN': NN %% of the capacity the b32 probe implies")
     ap.add_argument("--phase-s", type=float, default=100.0, help="arrival span per rate (sets request counts)")
     ap.add_argument("--max-span-s", type=float, default=140.0, help="longest arrival span of one rate")
     ap.add_argument("--min-requests", type=int, default=100)
@@ -242,12 +285,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU threads for torch ops; 1 as vLLM sets for its workers, so idle OpenMP workers "
                          "do not spin on the cores the engine's Python thread runs on (0: torch's default)")
     ap.add_argument("--late-probes", type=int, default=1, help="1: rerun the fit probes after the rates")
+    ap.add_argument("--config", default="eager", choices=sorted(CONFIGS),
+                    help="engine configuration (calibrate/engine_select.py); with --select, the fallback")
+    ap.add_argument("--select", default="", help="comma-separated configurations to probe first; the first "
+                    "GPU-bound and steady one serves the run")
+    ap.add_argument("--select-budget-s", type=float, default=150.0, help="wall time the select probes may take")
+    ap.add_argument("--prefix", default="engine_", help="start of every output file's name")
+    ap.add_argument("--pack", type=Path, default=None, help="tar.gz of DIR, rewritten after every phase")
     for f in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(EngineSettings, f))
     args = ap.parse_args(argv)
+    unknown = [c for c in args.select.split(",") if c and c not in CONFIGS]
+    if unknown:
+        ap.error(f"--select: unknown configuration(s) {unknown}; known: {sorted(CONFIGS)}")
     wall0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    logf = open(args.out / "engine_log.txt", "w")
+    logf = open(args.out / f"{args.prefix}log.txt", "w")
 
     def log(msg: str) -> None:
         line = f"[{time.perf_counter() - wall0:7.1f}s] {msg}"
@@ -259,36 +312,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_threads > 0:
         import torch
         torch.set_num_threads(args.torch_threads)
-    settings = EngineSettings(block_size=args.block_size, num_blocks=args.num_blocks,
-                              max_batch_tokens=args.max_batch_tokens, max_requests_per_batch=args.max_requests_per_batch)
+    base = EngineSettings(block_size=args.block_size, num_blocks=args.num_blocks,
+                          max_batch_tokens=args.max_batch_tokens, max_requests_per_batch=args.max_requests_per_batch)
+    settings = settings_for(args.config, base)
     t = time.perf_counter()
     model = build_model(args.shape, args.device, settings.attn_implementation)
-    build_s = time.perf_counter() - t
-    log(f"model {args.shape} built in {build_s:.1f} s")
+    timings = {"model_build_s": time.perf_counter() - t}
+    log(f"model {args.shape} built in {timings['model_build_s']:.1f} s")
     iterations = IterationLog()
     iterations.watch_gc(True)
 
-    run = {"fit_rows": [], "stats": {}, "served": [], "warmup_s": 0.0}
+    run = {"fit_rows": [], "stats": {}, "served": [], "warmup_s": 0.0, "config": args.config, "select": []}
+
+    def checkpoint():
+        write_outputs(args, iterations, run, facts, settings, timings, wall0)
+
     try:
-        serve_phases(model, settings, args, iterations, run, wall0, log)
-    except Exception:   # a failed phase still leaves the phases before it on disk
+        if args.select:
+            select_rng = np.random.default_rng(args.seed + 2)
+            vocab = SHAPES[args.shape]["vocab_size"]
+            t = time.perf_counter()
+            run["config"], run["select"] = select(
+                [c for c in args.select.split(",") if c], model, base, Engine, iterations,
+                lambda lengths: prompt_ids(select_rng, lengths, vocab), log, args.select_budget_s,
+                min_left_s={"compile_async": 120.0})
+            timings["select_s"] = time.perf_counter() - t
+            settings = settings_for(run["config"], base)
+            log(f"select: serving the run with {run['config']} ({timings['select_s']:.0f} s)")
+            checkpoint()
+        serve_phases(model, settings, args, iterations, run, wall0, log, checkpoint)
+    except (Exception, KeyboardInterrupt):   # a failed or timed-out phase still leaves the phases before it on disk
         log(f"run stopped early: {traceback.format_exc()}")
-    fit_rows, stats, served = run["fit_rows"], run["stats"], run["served"]
-    if fit_rows:
-        _write_rows(args.out / "engine_requests_fit.csv", fit_rows)
     iterations.watch_gc(False)
-    rows = sorted(iterations.rows, key=lambda r: r[1])
-    with open(args.out / "engine_iterations.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ITERATION_COLUMNS)
-        for r in rows:
-            w.writerow([r[0], f"{r[1] - wall0:.6f}", *(f"{x:.6f}" for x in r[2:5]), *r[5:11],
-                        f"{r[11]:.6f}", f"{r[12]:.6f}", r[13], f"{r[14]:.6f}", f"{r[15]:.6f}"])
-    from calibrate.engine_provenance import write_provenance
-    write_provenance(args.out / "engine_provenance.yaml", facts, settings, args, served, stats,
-                     {"model_build_s": build_s, "warmup_s": run["warmup_s"],
-                      "total_wall_s": time.perf_counter() - wall0}, sys.argv)
-    log(f"done in {time.perf_counter() - wall0:.1f} s; {len(rows)} iterations logged")
+    n = write_outputs(args, iterations, run, facts, settings, timings, wall0)
+    log(f"done in {time.perf_counter() - wall0:.1f} s; {n} iterations logged")
+    if args.pack:   # once more, so the packed log has its last line
+        write_outputs(args, iterations, run, facts, settings, timings, wall0)
     return 0
 
 

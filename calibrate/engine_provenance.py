@@ -38,7 +38,7 @@ def _plain(value):
 
 
 def write_provenance(path: Path, facts: dict, settings, args, served: list[dict], stats: dict, timings: dict,
-                     argv: list[str]) -> None:
+                     argv: list[str], engine_config: str = "eager", select: list[dict] | None = None) -> None:
     import yaml
     asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "resolved"}
     doc = {
@@ -51,6 +51,8 @@ def write_provenance(path: Path, facts: dict, settings, args, served: list[dict]
         "transformers": facts.get("transformers", ""),
         "model_shape": args.shape,
         "weights": "random bf16 (LlamaConfig, no download); generation greedy, EOS disabled",
+        "engine_config": engine_config,
+        "engine_select": select or [],
         "engine_settings_asked": asked,
         "engine_settings_resolved": settings.resolved,
         "cuda_graphs": settings.resolved.get("use_cuda_graph", settings.use_cuda_graph),

@@ -41,6 +41,12 @@ class EngineSettings:
     allow_block_sharing: bool = False
     scheduler_type: str = "fifo"
     attn_implementation: str = "sdpa"
+    # CUDA-graph padding granularity in tokens (0: the engine's preset); the engine pads each batch's
+    # query tokens and KV tokens up to these multiples so a captured graph can be replayed.
+    q_padding_interval_size: int = 0
+    kv_padding_interval_size: int = 0
+    # torch.compile level of the engine's forward when no compile config is given (0: none).
+    default_compile_level: int = 0
     resolved: dict = field(default_factory=dict)
 
 
@@ -51,8 +57,18 @@ def _cb_config(settings: EngineSettings):
         ContinuousBatchingConfig) else set(ContinuousBatchingConfig.__init__.__code__.co_varnames)
     wanted = {k: getattr(settings, k) for k in ("block_size", "num_blocks", "max_batch_tokens",
                                                  "max_requests_per_batch", "use_cuda_graph",
-                                                 "use_async_batching", "allow_block_sharing", "scheduler_type")}
+                                                 "use_async_batching", "allow_block_sharing", "scheduler_type",
+                                                 "q_padding_interval_size", "kv_padding_interval_size",
+                                                 "default_compile_level")}
+    # Padding sizes left at 0 mean "engine preset"; passing 0 is the same as not passing them.
+    for k in ("q_padding_interval_size", "kv_padding_interval_size", "default_compile_level"):
+        if not wanted[k]:
+            wanted.pop(k)
     return ContinuousBatchingConfig(**{k: v for k, v in wanted.items() if k in known}), sorted(set(wanted) - known)
+
+
+def _plain_value(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _allocator_counts() -> dict:
@@ -146,12 +162,15 @@ class IterationLog:
             return out
         return compute_batch
 
-    def _gpu_s(self, o: dict) -> float:
-        events = o.get("events")
-        if events is None:
-            return float("nan")
-        events[1].synchronize()    # already done: update_batch has read the outputs back
-        return events[0].elapsed_time(events[1]) / 1000.0
+    def resolve_gpu_times(self) -> None:
+        """Turn the CUDA events kept in each row into GPU seconds. Done after a phase, not in the
+        iteration: with async batching the events of the batch in flight are not complete at its
+        update, and waiting on them would serialise the CPU and GPU work the engine overlaps."""
+        for i, r in enumerate(self.rows):
+            events = r[15]
+            if isinstance(events, tuple):
+                events[1].synchronize()
+                self.rows[i] = (*r[:15], events[0].elapsed_time(events[1]) / 1000.0)
 
     def _timed(self, fn, key):
         def wrapper(*a, **k):
@@ -173,7 +192,8 @@ class IterationLog:
                                   o.get("n_requests", 0), o.get("q_tokens", 0), o.get("kv_read_tokens", 0),
                                   o.get("n_decode", 0), o.get("n_prefill_chunks", 0), o.get("n_first_tokens", 0),
                                   time.thread_time() - o["cpu0"], self.gc_s - o["gc0"],
-                                  self.gc_collections - o["n0"], o.get("launch", float("nan")), self._gpu_s(o)))
+                                  self.gc_collections - o["n0"], o.get("launch", float("nan")),
+                                  o.get("events", float("nan"))))
                 self._open = {}
             return out
         return wrapper
@@ -186,6 +206,11 @@ class Engine:
     def __init__(self, model, settings: EngineSettings, log=print, iterations: IterationLog | None = None):
         from transformers import GenerationConfig
         self.settings, self.log = settings, log
+        # The engine runs `paged|<attention>` of whatever the model was built with; switch the base
+        # attention when this engine asks for another one (the manager restores it on stop).
+        base = getattr(model.config, "_attn_implementation", "").removeprefix("paged|")
+        if base != settings.attn_implementation and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(settings.attn_implementation)
         gen = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0, max_new_tokens=256)
         cb, dropped = _cb_config(settings)
         if dropped:
@@ -218,10 +243,14 @@ class Engine:
         if cfg is not None:
             for k in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch", "use_cuda_graph",
                       "use_async_batching", "allow_block_sharing", "scheduler_type", "safety_margin",
-                      "max_blocks_per_request", "max_memory_percent", "default_compile_level"):
+                      "max_blocks_per_request", "max_memory_percent", "default_compile_level",
+                      "q_padding_interval_size", "kv_padding_interval_size", "max_cached_graphs"):
                 if hasattr(cfg, k):
                     v = getattr(cfg, k)
                     out[k] = list(v) if isinstance(v, tuple) else v
+            for k in ("varlen_compile_config", "decode_compile_config"):
+                v = getattr(cfg, k, None)
+                out[k] = None if v is None else {a: getattr(v, a, None) for a in ("mode", "dynamic", "fullgraph")}
         bp = getattr(m, "batch_processor", None)
         cache = getattr(bp, "cache", None)
         for k in ("num_blocks", "block_size", "max_batch_tokens", "num_pages"):
@@ -232,6 +261,51 @@ class Engine:
             out["scheduler.class"] = type(sched).__name__
             out["scheduler.safety_margin"] = getattr(sched, "safety_margin", None)
         out["attn_implementation"] = getattr(m.model.config, "_attn_implementation", "")
+        for k in ("use_cuda_graph", "use_async_batching", "q_padding_interval_size", "kv_padding_interval_size",
+                  "_pad_inputs"):
+            if bp is not None and hasattr(bp, k):
+                out[f"processor.{k}"] = _plain_value(getattr(bp, k))
+        io = getattr(bp, "inputs_and_outputs", None)
+        out["processor.io_class"] = type(io).__name__
+        out["processor.io_streams"] = [k for k in dir(io) if "stream" in k.lower() and not k.startswith("__")]
+        return out
+
+    def graph_counts(self) -> dict:
+        """Sizes of every graph-holding container found on the batch processor, its IO buffers and its
+        model runner (names vary by release): a count that grows while serving means captures."""
+        bp = getattr(self.manager, "batch_processor", None)
+        out = {}
+        for owner_name in ("", "inputs_and_outputs", "model_runner"):
+            owner = bp if not owner_name else getattr(bp, owner_name, None)
+            if owner is None:
+                continue
+            for k in dir(owner):
+                if "graph" not in k.lower() or k.startswith("__"):
+                    continue
+                try:
+                    v = getattr(owner, k)
+                except Exception:   # a property that cannot be read now says nothing about graphs
+                    continue
+                if callable(v):
+                    continue
+                key = f"{owner_name or 'processor'}.{k}"
+                if hasattr(v, "__len__"):
+                    try:
+                        out[key] = len(v)
+                    except TypeError:
+                        pass
+                elif isinstance(v, (bool, int, float, str, tuple)):
+                    out[key] = _plain_value(v)
+                else:   # a graph pool or cache object: report the sizes it carries
+                    for a in dir(v):
+                        if a.startswith("_") and not a.startswith("_graph"):
+                            continue
+                        try:
+                            w = getattr(v, a)
+                        except Exception:
+                            continue
+                        if isinstance(w, dict | list | tuple) or type(w).__name__ == "OrderedDict":
+                            out[f"{key}.{a}"] = len(w)
         return out
 
     def serve(self, phase: str, arrival_s, prompts: list[list[int]], outputs, deadline_s: float) -> tuple[list[dict], float]:
