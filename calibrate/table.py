@@ -55,7 +55,8 @@ EXTRA_COLUMNS = {
     "collectives.csv": ["src", "dst"],
     "p2p_bandwidth.csv": ["method"],
     "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
-                       "timed_steps", "host_forward_s", "host_backward_s", "host_optimizer_s"],
+                       "timed_steps", "host_forward_s", "host_backward_s", "host_optimizer_s",
+                       "sm_clock_mhz"],
 }
 
 

@@ -89,6 +89,7 @@ class StepTiming:
     peak_bytes: int
     steps: int              # timed steps
     host_phases_s: tuple | None = None   # medians of DataParallelStep.host_phases_s
+    sm_clock_mhz: float | None = None    # median SM clock sampled as each step's host returned
 
 
 def timed_step_count(warm_step_s: float, smoke: bool) -> int:
@@ -98,14 +99,28 @@ def timed_step_count(warm_step_s: float, smoke: bool) -> int:
     return max(MIN_TIMED_STEPS, min(TIMED_STEPS, int(TIMED_WALL_S / max(warm_step_s, 1e-6))))
 
 
-def _one_step(step, device) -> tuple[float, float]:
-    """(wall seconds until the device is idle, seconds until the host returned from step())."""
+def sm_clock_mhz(device) -> float | None:
+    """The GPU's SM clock now (NVML through torch; None without pynvml or a GPU). A host-bound
+    step leaves the GPU idle enough to clock down, which slows the kernels it does run."""
+    if device.type != "cuda":
+        return None
+    try:
+        return float(torch.cuda.clock_rate(device))
+    except Exception:
+        return None
+
+
+def _one_step(step, device, clocks: list | None = None) -> tuple[float, float]:
+    """(wall seconds until the device is idle, seconds until the host returned from step());
+    appends the SM clock while the device still runs the step to `clocks`."""
     if dist.is_initialized():
         dist.barrier()
     _sync(device)
     t0 = time.perf_counter()
     step()
     issued = time.perf_counter()
+    if clocks is not None:
+        clocks.append(sm_clock_mhz(device))
     _sync(device)
     return time.perf_counter() - t0, issued - t0
 
@@ -117,7 +132,7 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     n = timed_step_count(_max_over_ranks(warm[-1], device), smoke)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    walls, hosts, phases = [], [], []
+    walls, hosts, phases, clocks = [], [], [], []
     # As large-scale trainers do (torchtitan's gc_freq): no automatic garbage collection inside
     # steps, the long-lived objects frozen out of the collected generations. A full collection
     # over the model's and DTensor's objects costs tens of ms and otherwise lands in random steps.
@@ -126,7 +141,7 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     gc.disable()
     try:
         for _ in range(n):
-            wall, host = _one_step(step, device)
+            wall, host = _one_step(step, device, clocks)
             walls.append(wall)
             hosts.append(host)
             phases.append(getattr(step, "host_phases_s", None))
@@ -139,10 +154,13 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     if phases[0] is not None:
         by_phase = tuple(_max_over_ranks(statistics.median(p[i] for p in phases), device)
                          for i in range(len(phases[0])))
+    # Every rank joins the reduction; a rank without a clock reading contributes 0.
+    clock = statistics.median(c for c in clocks if c is not None) if any(c is not None for c in clocks) else 0.0
+    clock = -_max_over_ranks(-clock, device) if clock else _max_over_ranks(0.0, device)
     return StepTiming(_max_over_ranks(statistics.median(walls), device),
                       _max_over_ranks(deciles[0], device), _max_over_ranks(deciles[-1], device),
                       _max_over_ranks(statistics.median(hosts), device),
-                      int(_max_over_ranks(float(peak), device)), n, by_phase)
+                      int(_max_over_ranks(float(peak), device)), n, by_phase, clock or None)
 
 
 class DataParallelStep:
@@ -253,8 +271,8 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                         peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
                         precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
                         time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
-                        timed_steps=timing.steps, **dict(zip(HOST_PHASE_COLUMNS,
-                                                            timing.host_phases_s or (None,) * 3)))
+                        timed_steps=timing.steps, sm_clock_mhz=timing.sm_clock_mhz,
+                        **dict(zip(HOST_PHASE_COLUMNS, timing.host_phases_s or (None,) * 3)))
             wrapped = model = None
             _cleanup(device)
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, median "

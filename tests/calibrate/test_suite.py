@@ -119,7 +119,7 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
                grad_accum=1, time_s=0.5, peak_memory_bytes=1, tokens_per_s=16.0,
                precision="p", n_layers=2, detail="d", time_p10_s=0.4, time_p90_s=0.6,
                host_s=0.3, timed_steps=20, host_forward_s=0.1, host_backward_s=0.15,
-               host_optimizer_s=0.05)
+               host_optimizer_s=0.05, sm_clock_mhz=1980.0)
     with Table(path) as t:
         t.add(**row)
         t.add(**{**row, "strategy": "ddp", "world_size": 2})
