@@ -37,7 +37,9 @@ class ReplicaGroup:
     role: 'mixed' (default), or 'prefill' / 'decode' for disaggregated pools; swap_space_bytes:
     host memory per GPU for swapped-out KV (vLLM's default is 4 GiB); host_to_device_bandwidth
     _bytes_per_s: the GPU's host link (0: the GPU's default node from the catalog); attention_packing:
-    'varlen' or 'packed' (one masked attention over the whole batch), see serving/step.py.
+    'varlen' or 'packed' (one masked attention over the whole batch), see serving/step.py;
+    graph_padding_tokens: (query, cached-KV) token multiples a CUDA-graph engine pads each batch to
+    ((0, 0): none; transformers' continuous batching with graphs: its q/kv padding interval sizes).
     """
 
     gpu: GpuSpec
@@ -57,6 +59,7 @@ class ReplicaGroup:
     host_to_device_bandwidth_bytes_per_s: float = 0.0
     moe_imbalance: float = 1.0
     attention_packing: str = "varlen"
+    graph_padding_tokens: tuple[int, int] = (0, 0)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -137,7 +140,7 @@ def build_replicas(env, llm: LlmSpec, groups: list[ReplicaGroup], on_finish, tra
         swap_blocks = int(g.swap_space_bytes // block_bytes) if b.preemption == "swap" else 0
         swap_s_per_block = block_bytes / _host_bandwidth(g) if b.preemption == "swap" else 0.0
         timer = StepTimer(llm, g.cost, g.tp, g.pp, g.ep, g.dtype, g.kv_dtype, g.cuda_graphs, g.cpu_overhead_s,
-                          g.moe_imbalance, g.attention_packing)
+                          g.moe_imbalance, g.attention_packing, g.graph_padding_tokens)
         links = g.cost.links
         per_node = links.gpus_per_node
         pool = "decode" if g.role == "decode" else "front"

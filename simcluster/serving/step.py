@@ -28,6 +28,14 @@ ATTENTION_GRID_PER_OCTAVE = 64   # memo grid of attention aggregates for non-clo
 ATTENTION_PACKINGS = ("varlen", "packed")
 
 
+def _round_up(n: int, interval: int) -> int:
+    """n rounded up to a multiple of `interval` (0: unchanged); an empty count pads to one interval,
+    as transformers' `pad_to_interval` does (generation/continuous_batching/utils.py)."""
+    if interval <= 0:
+        return n
+    return max(1, -(-n // interval)) * interval
+
+
 def _grid_neighbours(tokens: int) -> tuple[int, int]:
     """The two integer points of the geometric grid above EXACT_TOKENS that bracket `tokens`."""
     k = math.floor(GRID_PER_OCTAVE * math.log2(tokens / EXACT_TOKENS))
@@ -71,9 +79,15 @@ class StepTimer:
 
     def __init__(self, llm: LlmSpec, cost: CostModel, tp: int = 1, pp: int = 1, ep: int = 1,
                  dtype: str = "bf16", kv_dtype: str = "bf16", cuda_graphs: bool = True,
-                 cpu_overhead_s: float = 0.0, moe_imbalance: float = 1.0, attention_packing: str = "varlen"):
+                 cpu_overhead_s: float = 0.0, moe_imbalance: float = 1.0, attention_packing: str = "varlen",
+                 padding_tokens: tuple[int, int] = (0, 0)):
         if attention_packing not in ATTENTION_PACKINGS:
             raise ValueError(f"attention_packing {attention_packing!r}: expected one of {ATTENTION_PACKINGS}")
+        # A CUDA-graph engine replays graphs captured for a few static shapes, so it runs each batch
+        # padded: its query tokens up to a multiple of padding_tokens[0] and the KV tokens it reads
+        # from the cache up to a multiple of padding_tokens[1] (0: no padding). The padded tokens
+        # cost what real ones do: every token-wise op runs on them, a packed attention reads them.
+        self.q_padding, self.kv_padding = padding_tokens
         self.llm, self.cost = llm, cost
         self.packed = attention_packing == "packed"
         self.tp, self.pp, self.ep = tp, pp, ep
@@ -89,7 +103,7 @@ class StepTimer:
         self._flat: dict[int, tuple[float, float, float]] = {}   # decode-only memo (pp 1, roofline)
         self._logits: dict[int, tuple[float, float, float]] = {}
         self._fast = type(cost.kernels) is RooflineKernels
-        if not (self._fast and pp == 1) or self.packed:
+        if not (self._fast and pp == 1) or self.packed or self.q_padding:
             self._flat = None
         if self._fast:
             self._prefill_rf = self._coefficients("prefill")
@@ -165,7 +179,13 @@ class StepTimer:
     def _attention(self, n_prefill, prefill_new, prefill_ctx, prefill_pairs, n_decode, decode_ctx):
         """(seconds per layer, FLOPs per layer, bytes per layer) of the attention cores."""
         if self.packed:
-            return self._packed_attention(prefill_new + n_decode, prefill_ctx + decode_ctx)
+            queries = prefill_new + n_decode
+            cached = prefill_ctx + decode_ctx - queries
+            if self.q_padding or self.kv_padding:
+                # transformers' get_model_kwargs: keys = padded cache reads + padded queries
+                queries = _round_up(queries, self.q_padding)
+                cached = _round_up(cached, self.kv_padding)
+            return self._packed_attention(queries, cached + queries)
         t = f = b = 0.0
         if self._fast:
             if not n_prefill:
@@ -232,6 +252,8 @@ class StepTimer:
         tokens = prefill_new + n_decode
         if tokens == 0:
             return (0.0,) * self.pp, 0.0, 0.0
+        if self.q_padding:
+            tokens = _round_up(tokens, self.q_padding)
         if not n_prefill and self._flat is not None:
             # Decode-only iteration of a one-stage roofline replica: the hot path, one memo lookup
             # and the closed-form attention inlined.

@@ -91,3 +91,19 @@ def test_packed_attention_computes_every_query_against_every_key(llm, roofline, 
     assert packed.time_s(1, 2048, 2048, 2048 * 2049 / 2, n, ctx) > varlen.time_s(1, 2048, 2048, 2048 * 2049 / 2, n, ctx)
     with pytest.raises(ValueError, match="attention_packing"):
         StepTimer(llm, cost, attention_packing="dense")
+
+
+def test_graph_padding_prices_the_padded_shape(llm, roofline):
+    """A CUDA-graph engine that pads queries to 64 and cached KV to 16384 tokens (transformers'
+    continuous batching) costs the same for any batch inside one padded shape, and what the
+    unpadded engine costs at the padded token count."""
+    plain = StepTimer(llm, roofline, attention_packing="packed")
+    padded = StepTimer(llm, roofline, attention_packing="packed", padding_tokens=(64, 16384))
+    # Same (64 queries, 16384 + 64 keys) shape: 8 decodes over 1k or 15k cached tokens.
+    assert padded.time_s(n_decode=8, decode_ctx=8 + 1000) == pytest.approx(padded.time_s(n_decode=8, decode_ctx=8 + 15000))
+    assert padded.time_s(n_decode=8, decode_ctx=8 + 17000) > padded.time_s(n_decode=8, decode_ctx=8 + 15000)
+    # The padded token-wise ops and attention are those of the padded shape; logits stay per sequence.
+    body = padded.body(64)[0][0] + padded.logits(8)[0]
+    attention = plain._packed_attention(64, 16384 + 64)[0] * llm.n_layers
+    assert padded.time_s(n_decode=8, decode_ctx=8 + 1000) == pytest.approx(body + attention, rel=1e-12)
+    assert padded.time_s(n_decode=8, decode_ctx=1008) > plain.time_s(n_decode=8, decode_ctx=1008)
