@@ -220,7 +220,9 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
                                trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
         _write_rows(args.out / f"{args.prefix}requests_{tag}.csv", recs)
         run["served"].append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
-                              "finished": sum(1 for r in recs if not math.isnan(r["finish_s"]))})
+                              "finished": sum(1 for r in recs if not math.isnan(r["finish_s"])),
+                              "graphs_held": engine.graph_counts()})
+        log(f"rate {rate}: graphs held after the phase {run['served'][-1]['graphs_held']}")
         if not engine.alive():
             log("engine: the generation thread died; see the log above")
         engine.stop()

@@ -275,8 +275,12 @@ class Engine:
         model runner (names vary by release): a count that grows while serving means captures."""
         bp = getattr(self.manager, "batch_processor", None)
         out = {}
-        for owner_name in ("", "inputs_and_outputs", "model_runner"):
-            owner = bp if not owner_name else getattr(bp, owner_name, None)
+        io = getattr(bp, "inputs_and_outputs", None)
+        owners = [("processor", bp), ("inputs_and_outputs", io), ("model_runner", getattr(bp, "model_runner", None))]
+        # Async batching keeps one IO pair (and one graph set) per in-flight batch.
+        for i, pair in enumerate(getattr(io, "io_pairs", None) or []):
+            owners.append((f"io_pairs[{i}].device_io", getattr(pair, "device_io", None)))
+        for owner_name, owner in owners:
             if owner is None:
                 continue
             for k in dir(owner):
@@ -288,7 +292,7 @@ class Engine:
                     continue
                 if callable(v):
                     continue
-                key = f"{owner_name or 'processor'}.{k}"
+                key = f"{owner_name}.{k}"
                 if hasattr(v, "__len__"):
                     try:
                         out[key] = len(v)
@@ -298,7 +302,7 @@ class Engine:
                     out[key] = _plain_value(v)
                 else:   # a graph pool or cache object: report the sizes it carries
                     for a in dir(v):
-                        if a.startswith("_") and not a.startswith("_graph"):
+                        if a.startswith("__"):
                             continue
                         try:
                             w = getattr(v, a)
