@@ -45,6 +45,7 @@ SELECT_PROBES = (("b8", 8, 256, 48), ("b32", 32, 256, 48))   # (name, sequences,
 # in the middle of serving, which the decode probes never show. Reported, not used to select.
 MIX_PROMPTS = (128, 1900, 300, 1200, 700, 2000, 200, 1500, 900, 450, 1700, 600)
 MIX_GAP_S, MIX_OUTPUT = 0.3, 24
+PROBE_DEADLINE_S = 25.0   # the eager engine needs ~6 s for the b32 probe
 # Run A (eager, H100, 2026-11-22): decode iterations at 32 sequences took ~95-117 ms, nearly all host
 # Python; the GPU's share of an 8B decode step is ~10 ms. A candidate whose b32 decode iteration is
 # under this is mostly GPU-bound.
@@ -128,9 +129,10 @@ def try_config(name: str, model, base, engine_cls, iterations, prompts_fn, log) 
         result["graphs_before"] = engine.graph_counts()
         for probe, n, prompt, output in SELECT_PROBES:
             phase = f"select_{name}_{probe}"
-            recs, _ = engine.serve(phase, np.zeros(n), prompts_fn([prompt] * n), [output] * n, deadline_s=40)
+            recs, _ = engine.serve(phase, np.zeros(n), prompts_fn([prompt] * n), [output] * n, deadline_s=PROBE_DEADLINE_S)
             result["requests"] += n
-            result["finished"] += sum(1 for r in recs if not math.isnan(r["finish_s"]))
+            finished = sum(1 for r in recs if not math.isnan(r["finish_s"]))
+            result["finished"] += finished
             errors = {r["error"] for r in recs if r["error"]}
             if errors:
                 result["error"] = "; ".join(sorted(errors))[:300]
@@ -139,11 +141,14 @@ def try_config(name: str, model, base, engine_cls, iterations, prompts_fn, log) 
             if not engine.alive():
                 result["error"] = result["error"] or "generation thread died"
                 break
-        if engine.alive():
+            if finished < n:   # a hung or crawling engine: stop spending the select budget on it
+                result["error"] = result["error"] or f"{probe}: {finished}/{n} finished in {PROBE_DEADLINE_S} s"
+                break
+        if engine.alive() and not result["error"]:
             phase = f"select_{name}_mix"
             n = len(MIX_PROMPTS)
             recs, _ = engine.serve(phase, np.arange(n) * MIX_GAP_S, prompts_fn(list(MIX_PROMPTS)), [MIX_OUTPUT] * n,
-                                   deadline_s=40)
+                                   deadline_s=PROBE_DEADLINE_S)
             iterations.resolve_gpu_times()
             result["mix"] = mix_iterations(iterations.rows, phase)
             result["mix"]["finished"] = sum(1 for r in recs if not math.isnan(r["finish_s"]))
@@ -201,7 +206,7 @@ def select(candidates: list[str], model, base, engine_cls, iterations, prompts_f
     results = []
     for name in candidates:
         left = budget_s - (time.perf_counter() - t0)
-        if left < min_left_s.get(name, 15.0):
+        if left < min_left_s.get(name, 30.0):
             log(f"select: {name} skipped, {left:.0f} s of the select budget left")
             continue
         results.append(try_config(name, model, base, engine_cls, iterations, prompts_fn, log))
