@@ -110,7 +110,7 @@ NO_SDPA = pytest.mark.xfail(strict=True, reason="attention_*_sdpa.csv not measur
 def test_whole_model_decode_threshold(gpu):
     """Graph-replayed decode forwards, attention priced from the SDPA-dispatch tables.
 
-    Met with little margin (2026-11-22: H100 7.0%, H200 6.8%), and every row is under-predicted:
+    Met with little margin (2026-11-22: H100 6.7%, H200 6.8%), and every row is under-predicted:
     decode_kernels.csv shows the kernels' summed device time within ~2% of the prediction, while
     the graph replay of the model adds 0.2-0.5 ms a step (0.25-0.46 us a kernel) that the
     single-kind tables do not hold; switching kernel kinds is not it (kernel_switch.csv)."""
