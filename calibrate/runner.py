@@ -22,8 +22,8 @@ SINGLE_SECTIONS = {
     "attention_prefill": (attention.run_prefill, 45),
     "attention_decode": (attention.run_decode, 30),
     # The same grids through SDPA as the model benchmark calls it (default backend choice).
-    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 38),
-    "attention_decode_sdpa": (attention_sdpa.run_decode, 32),
+    "attention_prefill_sdpa": (attention_sdpa.run_prefill, 45),
+    "attention_decode_sdpa": (attention_sdpa.run_decode, 35),
     "gemm_misaligned": (gemm.run_misaligned, 6),
     "decode_kernels": (decode_kernels.run, 10),
     "kernel_switch": (kernel_switch.run, 5),
