@@ -8,7 +8,10 @@ Every field is a policy a scenario file can select (see scenario.ReplicaSpec):
 - preemption: 'recompute' (drop the KV, prefill prompt + generated tokens again) or 'swap'
   (copy the KV to host memory over the host link, copy it back later; vLLM V0);
 - paged KV: block_size tokens per block, watermark = fraction of blocks admission keeps free;
-- prefix_caching: reuse cached prompt blocks by hash, LRU eviction of unpinned ones.
+- prefix_caching: reuse cached prompt blocks by hash, LRU eviction of unpinned ones;
+- async_scheduling: the next batch is scheduled while the current one runs (transformers' async
+  batching, vLLM's async scheduling): a request that arrives during a busy iteration can join
+  the iteration after next at the earliest; decodes continue back to back.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Batching:
     block_size: int = 16
     watermark: float = 0.01
     prefix_caching: bool = False
+    async_scheduling: bool = False
 
     def __post_init__(self):
         if self.order not in ORDERS:

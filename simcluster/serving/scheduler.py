@@ -13,6 +13,8 @@ counts of a sequence are settled only when it leaves decode.
 
 from __future__ import annotations
 
+import math
+
 from bisect import bisect_left
 from collections import OrderedDict, deque
 
@@ -56,6 +58,8 @@ class Scheduler:
         self._gap_at: list[int] = []      # decreasing stack of decode gaps: index into decode_end_s
         self._gap_s: list[float] = []     # and the gap ending there, s
         self._wake = env.event()
+        self.graphs = timer.graph_captures() if hasattr(timer, "graph_captures") else None
+        self._visible_s = math.inf     # requests arrived by then can join the batch being scheduled
         self.process = env.process(self.run())
 
     # -- arrivals and hand-offs -------------------------------------------------------------------
@@ -205,8 +209,11 @@ class Scheduler:
             budget -= n
         kv, limit, bs = self.kv, self.batching.max_num_seqs, self.block_size
         waiting, running = self.waiting, self.running
+        visible_s = self._visible_s
         while waiting and len(running) < limit:
             seq = waiting[0]
+            if seq.arrival_s > visible_s:
+                break       # async scheduling: this batch was chosen before the request arrived
             if seq.kv_ready:
                 if kv.available - blocks_for(seq.tokens + 1, bs) < self.watermark_blocks:
                     break
@@ -276,6 +283,16 @@ class Scheduler:
         else:
             self._join(seq, now)
 
+    def _capture_s(self, chunks, new: int, n_dec: int) -> float:
+        """Graph-capture seconds of this iteration (serving/graphs.py)."""
+        i = self.iteration
+        longest = max((s.tokens + i - s.join_iter for s in self.decoding.values()), default=0)
+        cached = self.decode_ctx
+        for s, n in chunks:
+            longest = max(longest, s.done + n)
+            cached += s.done
+        return self.graphs.cost_s(new + n_dec, cached, longest)
+
     def run(self):
         env, b, timer, log, kv = self.env, self.batching, self.timer, self.log, self.kv
         prefill_first = b.order == "prefill_first"
@@ -288,12 +305,19 @@ class Scheduler:
         rows, end_s = log.rows, log.decode_end_s
         at, gaps = self._gap_at, self._gap_s
         finish_at = self.finish_at
+        lookahead = b.async_scheduling
+        last_start = last_end = -1.0
         while True:
             if not running and not waiting and not swapped:
                 self._wake = env.event()
                 yield self._wake
                 continue
             now = env._now
+            if lookahead:
+                # Back to back, this batch was scheduled when the previous one started; after an
+                # idle engine, now.
+                self._visible_s = last_start if last_end == now else now
+                last_start = now
             chunks = ()
             decode = True
             if prefill_first and (waiting or prefilling):
@@ -315,6 +339,9 @@ class Scheduler:
             else:
                 n_dec = 0
             if not chunks and not n_dec:
+                if lookahead and waiting and self._visible_s < now:
+                    last_end = -1.0      # the engine found its next batch empty: it schedules anew now
+                    continue
                 # Nothing can run (blocks held by hand-offs, or swapped sequences wait for room).
                 self._wake = env.event()
                 yield self._wake
@@ -331,6 +358,8 @@ class Scheduler:
             else:
                 n_pre = new = 0
                 times, flops, bytes_ = step(0, 0, 0, 0.0, n_dec, self.decode_ctx + n_dec)
+            if self.graphs is not None:
+                times = (times[0] + self._capture_s(chunks, new, n_dec),) + tuple(times[1:])
             swap_s = self._swap_s
             if single_stage:
                 busy = times[0] + swap_s
@@ -346,6 +375,7 @@ class Scheduler:
                 self._preempted = 0
             yield env.timeout(end - now)
             now = env._now
+            last_end = now
             if n_dec:
                 i = self.iteration = self.iteration + 1
                 end_s.append(now)

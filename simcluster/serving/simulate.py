@@ -39,7 +39,9 @@ class ReplicaGroup:
     _bytes_per_s: the GPU's host link (0: the GPU's default node from the catalog); attention_packing:
     'varlen' or 'packed' (one masked attention over the whole batch), see serving/step.py;
     graph_padding_tokens: (query, cached-KV) token multiples a CUDA-graph engine pads each batch to
-    ((0, 0): none; transformers' continuous batching with graphs: its q/kv padding interval sizes).
+    ((0, 0): none; transformers' continuous batching with graphs: its q/kv padding interval sizes);
+    graph_capture_s: seconds the first batch of each padded shape pays to capture its graph, per
+    one of graph_io_sets buffer sets (0: graphs captured at start-up), see serving/graphs.py.
     """
 
     gpu: GpuSpec
@@ -60,6 +62,8 @@ class ReplicaGroup:
     moe_imbalance: float = 1.0
     attention_packing: str = "varlen"
     graph_padding_tokens: tuple[int, int] = (0, 0)
+    graph_capture_s: float = 0.0
+    graph_io_sets: int = 1
 
     @property
     def gpus_per_replica(self) -> int:
@@ -140,7 +144,8 @@ def build_replicas(env, llm: LlmSpec, groups: list[ReplicaGroup], on_finish, tra
         swap_blocks = int(g.swap_space_bytes // block_bytes) if b.preemption == "swap" else 0
         swap_s_per_block = block_bytes / _host_bandwidth(g) if b.preemption == "swap" else 0.0
         timer = StepTimer(llm, g.cost, g.tp, g.pp, g.ep, g.dtype, g.kv_dtype, g.cuda_graphs, g.cpu_overhead_s,
-                          g.moe_imbalance, g.attention_packing, g.graph_padding_tokens)
+                          g.moe_imbalance, g.attention_packing, g.graph_padding_tokens, g.graph_capture_s,
+                          g.graph_io_sets)
         links = g.cost.links
         per_node = links.gpus_per_node
         pool = "decode" if g.role == "decode" else "front"

@@ -14,6 +14,7 @@ from simcluster.cost.model import CostModel
 from simcluster.cost.roofline import RooflineKernels
 from simcluster.llm.ops import Op, decode_attention_op, linear_ops, prefill_attention_op, stage_layers
 from simcluster.llm.spec import LlmSpec
+from simcluster.serving.graphs import GraphCaptures
 
 LOGIT_OPS = frozenset({"final_norm", "lm_head", "sampling"})
 EXACT_TOKENS = 256          # token counts priced exactly; above, interpolated on a geometric grid
@@ -80,7 +81,7 @@ class StepTimer:
     def __init__(self, llm: LlmSpec, cost: CostModel, tp: int = 1, pp: int = 1, ep: int = 1,
                  dtype: str = "bf16", kv_dtype: str = "bf16", cuda_graphs: bool = True,
                  cpu_overhead_s: float = 0.0, moe_imbalance: float = 1.0, attention_packing: str = "varlen",
-                 padding_tokens: tuple[int, int] = (0, 0)):
+                 padding_tokens: tuple[int, int] = (0, 0), graph_capture_s: float = 0.0, graph_io_sets: int = 1):
         if attention_packing not in ATTENTION_PACKINGS:
             raise ValueError(f"attention_packing {attention_packing!r}: expected one of {ATTENTION_PACKINGS}")
         # A CUDA-graph engine replays graphs captured for a few static shapes, so it runs each batch
@@ -88,6 +89,9 @@ class StepTimer:
         # from the cache up to a multiple of padding_tokens[1] (0: no padding). The padded tokens
         # cost what real ones do: every token-wise op runs on them, a packed attention reads them.
         self.q_padding, self.kv_padding = padding_tokens
+        # An engine that captures graphs lazily pays graph_capture_s on the first batch of each
+        # padded shape, per IO buffer set (serving/graphs.py); 0: graphs captured ahead of time.
+        self.graph_capture_s, self.graph_io_sets = graph_capture_s, graph_io_sets
         self.llm, self.cost = llm, cost
         self.packed = attention_packing == "packed"
         self.tp, self.pp, self.ep = tp, pp, ep
@@ -108,6 +112,12 @@ class StepTimer:
         if self._fast:
             self._prefill_rf = self._coefficients("prefill")
             self._decode_rf = self._coefficients("decode")
+
+    def graph_captures(self) -> GraphCaptures | None:
+        """A fresh record of captured shapes for one engine (None when captures cost nothing)."""
+        if self.graph_capture_s <= 0:
+            return None
+        return GraphCaptures((self.q_padding, self.kv_padding), self.graph_capture_s, self.graph_io_sets)
 
     # -- cached parts -----------------------------------------------------------------------------
     def _stage_ops(self, tokens: int, sequences: int, stage: int):

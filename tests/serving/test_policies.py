@@ -176,3 +176,18 @@ def test_one_event_per_iteration_however_many_tokens(llm, group, monkeypatch):
         assert iterations < 100 * output / 4           # batches, not tokens, drive the event count
         per_iteration.append(iterations)
     assert per_iteration[1] > per_iteration[0]
+
+
+def test_async_scheduling_delays_admission_by_one_busy_iteration(llm, group):
+    """With async scheduling a request arriving while the engine is busy joins the batch after
+    next (that batch was chosen when the current one started); on an idle engine, at once."""
+    # One long request keeps the engine decoding; a second arrives mid-run.
+    trace = Trace("t", np.array([0.0, 1.0]), np.array([512, 512]), np.array([400, 8]))
+    sync = simulate_serving(llm, trace, [group()]).requests.sort_values("arrival_s")
+    lag = simulate_serving(llm, trace, [group(async_scheduling=True)]).requests.sort_values("arrival_s")
+    first = (lag["first_token_s"] - lag["arrival_s"]).to_numpy(), (sync["first_token_s"] - sync["arrival_s"]).to_numpy()
+    assert first[0][0] == pytest.approx(first[1][0])      # idle engine: no lag
+    # The second waits for the iteration that was chosen before it arrived: up to one decode step more.
+    decode_step_s = StepTimer(llm, group().cost).time_s(n_decode=1, decode_ctx=1000)
+    extra = first[0][1] - first[1][1]
+    assert 0 < extra <= decode_step_s * 1.05
