@@ -117,6 +117,10 @@ class ReplicaSpec(_Strict):
     host_to_device_bandwidth_bytes_per_s: float = Field(0.0, ge=0, description="0: the GPU's default node")
     moe_imbalance: float = Field(1.0, ge=1, description="busiest EP rank's share of routed tokens over the mean")
     attention_packing: Literal["varlen", "packed"] = Field("varlen", description="varlen: each sequence attends to its own keys (vLLM, SGLang); packed: one masked attention of all the batch's queries over all its keys (transformers paged|sdpa)")
+    async_scheduling: bool = Field(False, description="the next batch is scheduled while the current one runs: a request arriving during a busy iteration joins the one after next (transformers async batching, vLLM async scheduling)")
+    graph_padding_tokens: tuple[int, int] = Field((0, 0), description="query and cached-KV token multiples a CUDA-graph engine pads each batch to ((0, 0): none)")
+    graph_capture_s: float = Field(0.0, ge=0, description="seconds the first batch of each padded shape pays to capture its CUDA graph (0: graphs captured at start-up)")
+    graph_io_sets: int = Field(1, gt=0, description="graph sets used in turn, each capturing every shape (2 with transformers async batching)")
 
     _gpu = field_validator("gpu")(classmethod(lambda cls, v: _check_gpu(v)))
 

@@ -19,12 +19,14 @@ def replica_groups(scenario: Scenario) -> list[ReplicaGroup]:
             gpu=load_gpu(r.gpu), cost=cost_model_for(r.gpu, scenario.cost_model), count=r.count,
             tp=r.tp, pp=r.pp, ep=r.ep,
             batching=Batching(r.max_num_seqs, r.max_batched_tokens, r.chunked_prefill, r.order, r.preemption,
-                              r.block_size, r.watermark, r.prefix_caching),
+                              r.block_size, r.watermark, r.prefix_caching, r.async_scheduling),
             dtype=r.dtype, kv_dtype=r.kv_dtype, gpu_memory_utilization=r.gpu_memory_utilization,
             cuda_graphs=r.cuda_graphs, cpu_overhead_s=r.cpu_overhead_s, role=r.role,
             swap_space_bytes=r.swap_space_bytes,
             host_to_device_bandwidth_bytes_per_s=r.host_to_device_bandwidth_bytes_per_s,
-            moe_imbalance=r.moe_imbalance, attention_packing=r.attention_packing))
+            moe_imbalance=r.moe_imbalance, attention_packing=r.attention_packing,
+            graph_padding_tokens=tuple(r.graph_padding_tokens), graph_capture_s=r.graph_capture_s,
+            graph_io_sets=r.graph_io_sets))
     return groups
 
 
