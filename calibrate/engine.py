@@ -7,6 +7,9 @@ A Llama-shaped model with random bf16 weights (no download) serves, in order:
   fit_*   short probes at fixed concurrency (decode at 1 to 48 sequences over 0.1k to 50k KV
           tokens; lone 2048-token prefills); the simulator fits the engine's per-iteration
           overhead on these only;
+  warm_*  with --prewarm, on each rate's fresh engine before the rate: a burst of every padded prompt
+          length (`warmup_burst`), so the CUDA graphs the rate needs are captured before it is
+          measured, as vLLM captures its graphs at start-up; graphs held before and after are logged;
   rate_*  slices of scenarios/traces/azure_llm_2023_conv.csv at two arrival rates, requests
           submitted by a thread at their arrival times; these are the validation points;
   late_*  the fit probes again after the rates, to show whether the engine's speed held.
@@ -17,11 +20,12 @@ model's and the libraries' objects in the middle of an iteration; torch's CPU th
 one, as vLLM sets them for its workers.
 With --select, short probes first pick the engine configuration (calibrate/engine_select.py: CUDA
 graphs, async batching, torch.compile) and everything above runs with the chosen one.
-Writes to DIR (file names start with --prefix): engine_trace_<rate>.csv (what was served), engine_requests_<rate>.csv and
-engine_requests_fit.csv (per request: arrival, first token, finish, tokens), engine_iterations.csv
-(per engine iteration: wall times of its CPU and GPU parts and its batch), engine_select.csv (with
---select), engine_provenance.yaml; after every phase, so a run cut short keeps what it measured, and
-packed into --pack as well.
+Writes to DIR (file names start with --prefix): engine_trace_<rate>.csv (what was served),
+engine_requests_<rate>.csv and engine_requests_fit.csv (per request: arrival, first token, finish,
+tokens), engine_requests_warm_<rate>.csv (the warm-up burst, its own phase, times from its start),
+engine_iterations.csv (per engine iteration: wall times of its CPU and GPU parts and its batch),
+engine_select.csv (with --select), engine_provenance.yaml; after every phase, so a run cut short
+keeps what it measured, and packed into --pack as well.
 """
 
 from __future__ import annotations
@@ -165,6 +169,39 @@ def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log,
     return rows, stats
 
 
+# The warm-up burst (--prewarm): every prompt length the rates can meet, in steps of the engine's query
+# padding, so each padded query size is captured before the rate is measured, as vLLM captures its
+# graphs at start-up. Each length comes twice (async batching keeps one graph set per IO buffer pair,
+# used in turn), first on an idle engine (cached KV under one KV padding interval, longest sequence
+# up to 2048), then again while long requests decode (cached KV past one interval, longest sequence
+# past 2048: the shapes of the busier rates).
+WARM_STEP_TOKENS = 64         # transformers CB's default q_padding_interval_size
+WARM_GAP_S = 0.1              # ~3 iterations of 34 ms: most prefills get an iteration of their own
+WARM_OUTPUT_TOKENS = 4
+WARM_BACKGROUND = 8           # long requests decoding through the second sweep (8 x 2k = 16k+ cached KV)
+
+
+def warmup_burst(max_prompt: int, max_output: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """Arrival times (s), prompt lengths and output lengths of the warm-up burst, in arrival order.
+
+    >>> a, p, o = warmup_burst(256, 64)
+    >>> p[:8], round(float(a[-1]), 2), len(p)
+    ([64, 64, 128, 128, 192, 192, 256, 256], 3.4, 24)
+    """
+    lengths = [n for n in range(WARM_STEP_TOKENS, max_prompt + 1, WARM_STEP_TOKENS) for _ in range(2)]
+    sweep = np.arange(len(lengths)) * WARM_GAP_S
+    t2 = float(sweep[-1]) + 1.0                     # the idle sweep's short requests are done by then
+    arrivals = [*sweep, *(t2 + 0.01 * np.arange(WARM_BACKGROUND)), *(t2 + 1.0 + sweep)]
+    prompts = [*lengths, *[max_prompt] * WARM_BACKGROUND, *lengths]
+    outputs = [WARM_OUTPUT_TOKENS] * len(lengths) + [max_output] * WARM_BACKGROUND + [WARM_OUTPUT_TOKENS] * len(lengths)
+    return np.asarray(arrivals), prompts, outputs
+
+
+def graphs_captured(counts: dict) -> int:
+    """CUDA graphs an engine holds, summed over its graph sets (Engine.graph_counts keys `...graphs._storage`)."""
+    return sum(v for k, v in counts.items() if k.endswith("graphs._storage") and isinstance(v, int))
+
+
 def choose_rates(arg: str, stats: dict, mean_output: float, log) -> list[float]:
     """'auto', or comma-separated requests/s where 'capNN' is NN % of the capacity estimate."""
     # Capacity in requests/s if decode ran at the 32-sequence rate (prefill left out: an upper bound).
@@ -203,8 +240,10 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
     rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
     offset = 0
     late_s = 40.0 if args.late_probes else 0.0    # what the late probes take, kept out of the rates' budget
+    warm_s = 20.0 if args.prewarm else 0.0        # what one warm-up burst takes
+    warm_rng = np.random.default_rng(args.seed + 3)   # the rates' prompts stay those of a run without warm-ups
     for rate in rates:
-        left = args.budget_s - late_s - (time.perf_counter() - wall0)
+        left = args.budget_s - late_s - warm_s - (time.perf_counter() - wall0)
         n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
         n = int(min(n, rate * (left - 60)))
         if n < 10:
@@ -215,13 +254,36 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
         tag = rate_tag(rate)
         write_trace(trace, args.out / f"{args.prefix}trace_{tag}.csv")
         engine = fresh_engine(f"rate {rate}")
+        warm = {}
+        if args.prewarm:
+            held0 = graphs_captured(engine.graph_counts())
+            settle_fn()
+            w_arrival, w_prompts, w_outputs = warmup_burst(args.max_prompt, args.max_output)
+            w_recs, w_start = engine.serve(f"warm_{tag}", w_arrival, prompt_ids(warm_rng, w_prompts, vocab), w_outputs,
+                                           deadline_s=float(w_arrival[-1]) + 25.0)
+            for r in w_recs:
+                r["phase"] = f"warm_{tag}"
+            _write_rows(args.out / f"{args.prefix}requests_warm_{tag}.csv", w_recs)
+            held1 = graphs_captured(engine.graph_counts())
+            w_done = sum(1 for r in w_recs if not math.isnan(r["finish_s"]))
+            warm = {"warm_requests": len(w_recs), "warm_finished": w_done,
+                    "graphs_after_engine_start": held0, "graphs_after_warmup": held1}
+            log(f"rate {rate}: warm-up {warm['warm_finished']}/{len(w_recs)} finished; graphs held: {held0} after the "
+                f"engine's start, {held1} after the warm-up ({held1 - held0} captured), before the rate")
         settle_fn()
-        recs, _ = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
-                               trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
+        recs, start = engine.serve(f"rate_{tag}", trace.arrival_s, prompt_ids(rng, trace.prompt_tokens, vocab),
+                                   trace.output_tokens, deadline_s=float(trace.arrival_s[-1]) + max(30.0, left * 0.25))
         _write_rows(args.out / f"{args.prefix}requests_{tag}.csv", recs)
+        if args.prewarm:   # the rate's clock starts this long after the warm-up's (for a simulator that replays both)
+            warm["rate_start_after_warm_start_s"] = start - w_start
         run["served"].append({"rate_per_s": rate, "requests": n, "trace_rows": [offset - n, offset],
                               "finished": sum(1 for r in recs if not math.isnan(r["finish_s"])),
-                              "graphs_held": engine.graph_counts()})
+                              "graphs_held": engine.graph_counts(), **warm})
+        held2 = graphs_captured(run["served"][-1]["graphs_held"])
+        if args.prewarm:
+            run["served"][-1]["graphs_captured_during_rate"] = held2 - warm["graphs_after_warmup"]
+            log(f"rate {rate}: graphs held {held2} after the rate ({held2 - warm['graphs_after_warmup']} captured "
+                f"during it)")
         log(f"rate {rate}: graphs held after the phase {run['served'][-1]['graphs_held']}")
         if not engine.alive():
             log("engine: the generation thread died; see the log above")
@@ -287,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU threads for torch ops; 1 as vLLM sets for its workers, so idle OpenMP workers "
                          "do not spin on the cores the engine's Python thread runs on (0: torch's default)")
     ap.add_argument("--late-probes", type=int, default=1, help="1: rerun the fit probes after the rates")
+    ap.add_argument("--prewarm", action="store_true",
+                    help="before each rate, on its fresh engine, serve a warm-up burst of every padded prompt length "
+                         "so the CUDA graphs the rate needs are captured before it is measured (phase warm_<rate>)")
     ap.add_argument("--config", default="eager", choices=sorted(CONFIGS),
                     help="engine configuration (calibrate/engine_select.py); with --select, the fallback")
     ap.add_argument("--select", default="", help="comma-separated configurations to probe first; the first "

@@ -68,8 +68,10 @@ def write_provenance(path: Path, facts: dict, settings, args, served: list[dict]
         "fit_stats": stats,
         "timings_s": timings,
         "notes": ("fit_* phases are probes for the per-iteration CPU overhead; rate_* phases are the validation "
-                  "points; late_* repeat the probes after the rates. Times: perf_counter seconds; first/finish "
-                  "are the engine's own token timestamps."),
+                  "points; warm_<rate> (with --prewarm) is the warm-up burst served on the rate's engine just "
+                  "before it, times from its own start (the rate starts rate_start_after_warm_start_s later); "
+                  "late_* repeat the probes after the rates. Times: perf_counter seconds; first/finish are the "
+                  "engine's own token timestamps."),
     }
     with open(path, "w") as f:
         yaml.safe_dump(_plain(doc), f, sort_keys=False, width=110)
