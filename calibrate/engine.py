@@ -169,32 +169,52 @@ def fit_phases(engine: Engine, rng, vocab: int, max_prompt: int, out: Path, log,
     return rows, stats
 
 
-# The warm-up burst (--prewarm): every prompt length the rates can meet, in steps of the engine's query
-# padding, so each padded query size is captured before the rate is measured, as vLLM captures its
-# graphs at start-up. Each length comes twice (async batching keeps one graph set per IO buffer pair,
-# used in turn), first on an idle engine (cached KV under one KV padding interval, longest sequence
-# up to 2048), then again while long requests decode (cached KV past one interval, longest sequence
-# past 2048: the shapes of the busier rates).
+# The warm-up burst (--prewarm): prompts of every length the rates can meet, in steps of the engine's
+# query padding, so the padded batch shapes they need are captured before the rate is measured, as
+# vLLM captures its graphs at start-up. A graph's key is (padded query tokens, cached KV tokens
+# padded to 16384, longest sequence as a power of two >= 1024) and async batching keeps one graph
+# set per IO buffer pair, used in turn (simcluster/serving/graphs.py). Each sweep submits lengths
+# 64k - 16 (room for up to 16 decodes in the same padded query size), one after another, over a
+# background of long requests that sets the cached-KV and longest-sequence parts of the key:
+#   (background requests, their prompt, their output, longest sweep prompt, copies up to 512, copies above)
+WARM_SWEEPS = (
+    (0, 0, 0, 1024, 2, 2),         # idle engine: cached KV < 16384, longest 1024 (2048 above 1024 tokens)
+    (1, 1400, 256, 2048, 3, 2),    # one long decode: longest 2048 for every query size (the rates' commonest)
+    (12, 1400, 120, 1280, 1, 1),   # 12 long decodes: cached KV past 16384 (the busier rates)
+)
 WARM_STEP_TOKENS = 64         # transformers CB's default q_padding_interval_size
-WARM_GAP_S = 0.1              # ~3 iterations of 34 ms: most prefills get an iteration of their own
-WARM_OUTPUT_TOKENS = 4
-WARM_BACKGROUND = 8           # long requests decoding through the second sweep (8 x 2k = 16k+ cached KV)
+WARM_SLACK_TOKENS = 16
+# On an idle engine a request takes as many iterations as it has output tokens, so copies with 5
+# then 4 output tokens start on alternate IO pairs; over a background, which pair a copy meets is
+# left to its arrival time.
+WARM_OUTPUTS = (5, 4)
+WARM_GAP_S = (0.3, 0.1)       # between sweep prompts on an idle engine (the copy before has finished) / loaded
+WARM_GAP_S_PER_TOKEN = 0.15 / 2048   # a 2048-token prefill and its capture take ~0.25 s on the H100
 
 
-def warmup_burst(max_prompt: int, max_output: int) -> tuple[np.ndarray, list[int], list[int]]:
+def warmup_burst(max_prompt: int, max_output: int, sweeps=WARM_SWEEPS) -> tuple[np.ndarray, list[int], list[int]]:
     """Arrival times (s), prompt lengths and output lengths of the warm-up burst, in arrival order.
 
-    >>> a, p, o = warmup_burst(256, 64)
-    >>> p[:8], round(float(a[-1]), 2), len(p)
-    ([64, 64, 128, 128, 192, 192, 256, 256], 3.4, 24)
+    >>> a, p, o = warmup_burst(2048, 256)
+    >>> len(p), p[:6], o[:6], round(float(a[-1]), 1)
+    (137, [48, 48, 112, 112, 176, 176], [5, 4, 5, 4, 5, 4], 29.5)
     """
-    lengths = [n for n in range(WARM_STEP_TOKENS, max_prompt + 1, WARM_STEP_TOKENS) for _ in range(2)]
-    sweep = np.arange(len(lengths)) * WARM_GAP_S
-    t2 = float(sweep[-1]) + 1.0                     # the idle sweep's short requests are done by then
-    arrivals = [*sweep, *(t2 + 0.01 * np.arange(WARM_BACKGROUND)), *(t2 + 1.0 + sweep)]
-    prompts = [*lengths, *[max_prompt] * WARM_BACKGROUND, *lengths]
-    outputs = [WARM_OUTPUT_TOKENS] * len(lengths) + [max_output] * WARM_BACKGROUND + [WARM_OUTPUT_TOKENS] * len(lengths)
-    return np.asarray(arrivals), prompts, outputs
+    arrival, prompts, outputs = [], [], []
+    t = 0.0
+    for n_bg, bg_prompt, bg_output, top, copies_small, copies in sweeps:
+        if n_bg:
+            arrival += [t + 0.01 * i for i in range(n_bg)]
+            prompts += [min(bg_prompt, max_prompt)] * n_bg
+            outputs += [min(bg_output, max_output)] * n_bg
+            t += 1.0                 # the background's prefills are done
+        for n in range(WARM_STEP_TOKENS, min(top, max_prompt) + 1, WARM_STEP_TOKENS):
+            for c in range(copies_small if n <= 512 else copies):
+                arrival.append(t)
+                prompts.append(n - WARM_SLACK_TOKENS)
+                outputs.append(WARM_OUTPUTS[c % len(WARM_OUTPUTS)])
+                t += WARM_GAP_S[bool(n_bg)] + WARM_GAP_S_PER_TOKEN * n
+        t += 1.0 if n_bg else 0.5
+    return np.asarray(arrival), prompts, outputs
 
 
 def graphs_captured(counts: dict) -> int:
@@ -240,12 +260,12 @@ def serve_phases(model, settings: EngineSettings, args, iterations: IterationLog
     rates = choose_rates(args.rates, stats, float(probe.output_tokens.mean()), log)
     offset = 0
     late_s = 40.0 if args.late_probes else 0.0    # what the late probes take, kept out of the rates' budget
-    warm_s = 20.0 if args.prewarm else 0.0        # what one warm-up burst takes
+    warm_s = 40.0 if args.prewarm else 0.0        # what one warm-up burst takes (~37 s on the H100)
     warm_rng = np.random.default_rng(args.seed + 3)   # the rates' prompts stay those of a run without warm-ups
     for rate in rates:
         left = args.budget_s - late_s - warm_s - (time.perf_counter() - wall0)
         n = int(min(args.max_requests, max(args.min_requests, rate * args.phase_s), rate * args.max_span_s))
-        n = int(min(n, rate * (left - 60)))
+        n = int(min(n, rate * (left - args.tail_s)))
         if n < 10:
             log(f"rate {rate}: skipped, {left:.0f} s of budget left")
             continue
@@ -349,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU threads for torch ops; 1 as vLLM sets for its workers, so idle OpenMP workers "
                          "do not spin on the cores the engine's Python thread runs on (0: torch's default)")
     ap.add_argument("--late-probes", type=int, default=1, help="1: rerun the fit probes after the rates")
+    ap.add_argument("--tail-s", type=float, default=60.0,
+                    help="budget kept after a rate's last arrival for its requests to finish (sizes the last rate)")
     ap.add_argument("--prewarm", action="store_true",
                     help="before each rate, on its fresh engine, serve a warm-up burst of every padded prompt length "
                          "so the CUDA graphs the rate needs are captured before it is measured (phase warm_<rate>)")

@@ -2,21 +2,25 @@
 
 import numpy as np
 
-from calibrate.engine import WARM_BACKGROUND, WARM_STEP_TOKENS, graphs_captured, main, warmup_burst
+from calibrate.engine import WARM_SWEEPS, graphs_captured, main, warmup_burst
 
 
-def test_warmup_burst_covers_every_padded_prompt_length_twice_idle_and_twice_loaded():
+def test_warmup_burst_covers_every_padded_prompt_length_in_each_sweep():
     arrival, prompts, outputs = warmup_burst(2048, 256)
-    lengths = list(range(WARM_STEP_TOKENS, 2049, WARM_STEP_TOKENS))
-    assert len(lengths) == 32
-    n = 2 * len(lengths)
-    assert prompts[:n] == prompts[n + WARM_BACKGROUND:] == [x for x in lengths for _ in range(2)]
-    assert prompts[n:n + WARM_BACKGROUND] == [2048] * WARM_BACKGROUND
-    assert outputs[n:n + WARM_BACKGROUND] == [256] * WARM_BACKGROUND
     assert np.all(np.diff(arrival) >= 0)          # in arrival order, as Engine.serve submits them
-    # The long requests still decode when the second sweep ends (34 ms a decode iteration).
-    assert arrival[n] + 256 * 0.034 > arrival[-1]
-    assert arrival[-1] < 20.0
+    assert max(prompts) <= 2048 and max(outputs) <= 256
+    i = 0
+    for n_bg, bg_prompt, bg_output, top, copies_small, copies in WARM_SWEEPS:
+        assert prompts[i:i + n_bg] == [bg_prompt] * n_bg and outputs[i:i + n_bg] == [bg_output] * n_bg
+        i += n_bg
+        # Each prompt leaves room for 16 decodes beside it in the same padded query size.
+        want = [n - 16 for n in range(64, top + 1, 64) for _ in range(copies_small if n <= 512 else copies)]
+        assert prompts[i:i + len(want)] == want
+        if n_bg == 0:   # alternate output lengths put an idle engine's copies on alternate IO pairs
+            assert outputs[i:i + 2] == [5, 4]
+        i += len(want)
+    assert i == len(prompts)
+    assert arrival[-1] < 35.0
 
 
 def test_graphs_captured_sums_graph_sets_only():
