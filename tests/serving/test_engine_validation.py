@@ -8,7 +8,12 @@ Python heap frozen (as vLLM does), with fixed-concurrency probes before (fit_*) 
   It is host-bound (~100 ms of Python per iteration), so its speed is the host CPU's and wanders
   with it; the misses below are that.
 - `steady` (engine_v2_*): the configuration `--select` picked (calibrate/engine_select.py) to take
-  the host out of the iteration (CUDA graphs and/or async batching); see its provenance.
+  the host out of the iteration (CUDA graphs and/or async batching); see its provenance. It
+  captures a CUDA graph for each new padded batch shape while serving.
+- `prewarmed` (engine_v3_*): the same engine (`--config graphs_async`), and on each rate's fresh
+  engine a warm-up burst (`--prewarm`, phase warm_<rate>) of every prompt length in steps of the
+  query padding, served just before the rate, so most graphs the rate needs are captured before it
+  is measured, as vLLM captures its graphs at start-up.
 
 simcluster replays the exact same request files with that engine's policy:
 
@@ -21,7 +26,11 @@ simcluster replays the exact same request files with that engine's policy:
   top of the kernel's time it pays a cost per KV token read (gathering the pages and repeating
   K/V to every query head: `PackedAttentionKernels`);
 - per-iteration host overhead `cpu_overhead_s`: what the engine's iteration takes beyond the
-  modelled GPU time.
+  modelled GPU time;
+- a run with warm-ups: simcluster serves the warm-up burst's own request file on the same replica
+  first and the rate's requests from the time the engine started them (the provenance's
+  rate_start_after_warm_start_s later), so the replica holds the graphs its own replay of the
+  warm-up captured, no more and no fewer; only the rate's requests are compared.
 
 The two fitted engine parameters (cpu_overhead_s, the per-KV-token cost) come from the engine's
 own per-iteration log of the probe phases only (fit_* before the rates, late_* after them, on
@@ -46,6 +55,7 @@ from simcluster.serving.batching import Batching
 from simcluster.serving.metrics import request_metrics
 from simcluster.serving.simulate import ReplicaGroup, simulate_serving
 from simcluster.serving.step import StepTimer
+from simcluster.workload import Trace
 from simcluster.workload.readers import read_table
 
 MEASURED = Path(__file__).resolve().parents[2] / "profiles" / "measured" / "h100-sxm"
@@ -99,6 +109,15 @@ class EngineRun:
     def provenance(self) -> dict:
         return yaml.safe_load(self.path("provenance.yaml").read_text())
 
+    def warmup(self, tag: str) -> tuple[pd.DataFrame, float] | None:
+        """The warm-up burst served on rate `tag`'s engine before it (its request rows, times from its
+        own start) and how long after its start the rate started (s); None for a run without warm-ups."""
+        path = self.path(f"requests_warm_{tag}.csv")
+        if not path.exists():
+            return None
+        served = [r for r in self.provenance()["rates"] if f"{r['rate_per_s']:g}".replace(".", "p") == tag]
+        return pd.read_csv(path), float(served[0]["rate_start_after_warm_start_s"])
+
     def engine(self) -> dict:
         """How the run's engine computed: CUDA graphs, async batching, padding intervals (tokens)."""
         r = self.provenance()["engine_settings_resolved"]
@@ -121,7 +140,9 @@ STEADY = EngineRun("steady", "engine_v2_",
                    {"0p5": {"ttft_s_p90": 0.24}, "1p15": {"ttft_s_p90": 0.22},
                     "1p55": {"ttft_s_p50": 0.25, "ttft_s_p90": 0.46}},
                    GRAPH_CAPTURES)
-RUNS = [r for r in (EAGER, STEADY) if r.present]
+# Run v3: as v2, with a warm-up burst before each rate on its engine (--prewarm).
+PREWARMED = EngineRun("prewarmed", "engine_v3_")
+RUNS = [r for r in (EAGER, STEADY, PREWARMED) if r.present]
 
 
 class PackedAttentionKernels:
@@ -217,17 +238,36 @@ def fit_capture(iterations: pd.DataFrame, phases, llm, base: CostModel, engine: 
     return float(np.median(d["launch_s"].to_numpy() - iteration_gpu_s(d, timer))), len(d)
 
 
+def with_warmup(trace: Trace, warm: pd.DataFrame, rate_start_s: float) -> Trace:
+    """The warm-up's requests (at the times the engine got them) then the rate's, `rate_start_s` later."""
+    return Trace(f"warm+{trace.name}", np.concatenate([warm["submit_s"].to_numpy(), trace.arrival_s + rate_start_s]),
+                 np.concatenate([warm["prompt_tokens"].to_numpy(), trace.prompt_tokens]),
+                 np.concatenate([warm["output_tokens"].to_numpy(), trace.output_tokens]))
+
+
 def simulate_engine(run: EngineRun, tag: str, base: CostModel, cpu_overhead_s: float,
                     per_kv_token_layer_s: float, capture_s: float = 0.0) -> pd.DataFrame:
+    """simcluster's request rows for rate `tag` (after the run's warm-up, on the same replica, where it had one)."""
     llm = load_llm("llama-3.1-8b")
     engine = run.engine()
     trace = read_table(run.path(f"trace_{tag}.csv"))
+    warm = run.warmup(tag)
+    if warm is not None:
+        trace = with_warmup(trace, *warm)
     group = ReplicaGroup(load_gpu("h100-sxm"), engine_cost(base, per_kv_token_layer_s), 1, 1,
                          batching=engine_batching(engine["async"]),
                          cuda_graphs=engine["cuda_graphs"], cpu_overhead_s=cpu_overhead_s, attention_packing=PACKING,
                          graph_padding_tokens=engine["padding"], graph_capture_s=capture_s,
                          graph_io_sets=engine["io_sets"])
-    return simulate_serving(llm, trace, [group]).requests
+    rows = simulate_serving(llm, trace, [group]).requests
+    if warm is None:
+        return rows
+    n_warm, rate_start_s = len(warm[0]), warm[1]
+    rows = rows[rows["request_id"] >= n_warm].copy()
+    rows["request_id"] -= n_warm
+    for col in ("arrival_s", "scheduled_s", "first_token_s", "finish_s"):
+        rows[col] -= rate_start_s
+    return rows.reset_index(drop=True)
 
 
 def engine_records(run: EngineRun, tag: str) -> pd.DataFrame:
@@ -317,15 +357,18 @@ def test_eager_probe_fits_before_and_after_the_rates_agree(base_cost):
     assert 0.05 < a < 0.2 and b > 0
 
 
-@pytest.mark.skipif(not STEADY.present, reason="run v2 files absent")
-def test_steady_engine_is_gpu_bound_and_its_probe_fits_agree(base_cost):
-    """The v2 engine replays CUDA graphs: in the rate runs a decode iteration launches in well under
-    a millisecond and its wall time is its GPU time; the host level and the per-KV-token cost fitted
-    on the probes before the rates and on those after them agree to within 1 %."""
-    engine = STEADY.engine()
+GRAPH_RUNS = [r for r in (STEADY, PREWARMED) if r.present]
+
+
+@pytest.mark.parametrize("run", GRAPH_RUNS, ids=[r.name for r in GRAPH_RUNS])
+def test_graph_engine_is_gpu_bound_and_its_probe_fits_agree(base_cost, run):
+    """The v2 and v3 engines replay CUDA graphs: in the rate runs a decode iteration launches in well
+    under a millisecond and its wall time is its GPU time; the host level and the per-KV-token cost
+    fitted on the probes before the rates and on those after them agree to within 1 %."""
+    engine = run.engine()
     assert engine["cuda_graphs"] and engine["async"] and engine["padding"] == (64, 16384)
-    iterations = run_iterations(STEADY)
-    d = decode_iterations(iterations, [f"rate_{t}" for t in STEADY.rates], engine)
+    iterations = run_iterations(run)
+    d = decode_iterations(iterations, [f"rate_{t}" for t in run.rates], engine)
     d = d[d["launch_s"] < CAPTURE_LAUNCH_S]
     assert d["launch_s"].median() < 0.001
     assert (d["gpu_s"] / d["wall_s"]).median() > 0.97
@@ -334,10 +377,18 @@ def test_steady_engine_is_gpu_bound_and_its_probe_fits_agree(base_cost):
     assert abs(a1 - a2) < 0.001 and abs(b1 - b2) / b2 < 0.01
 
 
-@pytest.mark.skipif(not STEADY.present, reason="run v2 files absent")
-def test_simulated_graph_captures_match_the_engine(base_cost, monkeypatch):
+def captures_measured(run: EngineRun, phase: str) -> int:
+    """Iterations of `phase` whose forward was captured (its launch took over CAPTURE_LAUNCH_S)."""
+    iterations = run_iterations(run)
+    return int((iterations[iterations["phase"] == phase]["launch_s"] > CAPTURE_LAUNCH_S).sum())
+
+
+@pytest.mark.parametrize("run", GRAPH_RUNS, ids=[r.name for r in GRAPH_RUNS])
+def test_simulated_graph_captures_match_the_engine(base_cost, monkeypatch, run):
     """simcluster's capture model (padded query and KV tokens, longest sequence as a power of two,
-    one graph set per async IO pair) captures about as many graphs as the engine did per rate."""
+    one graph set per async IO pair) captures about as many graphs as the engine did per rate, and
+    per warm-up where the run had them (the warm-up alone, replayed on its own, is the same
+    deterministic replay as the warm-up part of warm-up + rate)."""
     import simcluster.serving.step as step
     made = []
 
@@ -347,13 +398,25 @@ def test_simulated_graph_captures_match_the_engine(base_cost, monkeypatch):
             made.append(self)
 
     monkeypatch.setattr(step, "GraphCaptures", Recorded)
-    iterations, engine, llm = run_iterations(STEADY), STEADY.engine(), load_llm("llama-3.1-8b")
+    iterations, engine, llm = run_iterations(run), run.engine(), load_llm("llama-3.1-8b")
     a, b = fit_engine(iterations, probe_phases(iterations), llm, base_cost, engine)
     capture_s, _ = fit_capture(iterations, probe_phases(iterations), llm, base_cost, engine, b)
-    for tag in STEADY.rates:
-        simulate_engine(STEADY, tag, base_cost, a, b, capture_s)
-        measured = int((iterations[iterations["phase"] == f"rate_{tag}"]["launch_s"] > CAPTURE_LAUNCH_S).sum())
-        assert abs(made[-1].captures - measured) <= 0.15 * measured, (tag, made[-1].captures, measured)
+    for tag in run.rates:
+        simulate_engine(run, tag, base_cost, a, b, capture_s)
+        simulated, warm = made[-1].captures, 0
+        if run.warmup(tag) is not None:
+            warm_only = run.warmup(tag)[0].assign(arrival_s=lambda w: w["submit_s"])
+            group = ReplicaGroup(load_gpu("h100-sxm"), engine_cost(base_cost, b), 1, 1,
+                                 batching=engine_batching(engine["async"]), cuda_graphs=True, cpu_overhead_s=a,
+                                 attention_packing=PACKING, graph_padding_tokens=engine["padding"],
+                                 graph_capture_s=capture_s, graph_io_sets=engine["io_sets"])
+            simulate_serving(llm, Trace("warm", warm_only["arrival_s"].to_numpy(), warm_only["prompt_tokens"].to_numpy(),
+                                        warm_only["output_tokens"].to_numpy()), [group])
+            warm = made[-1].captures
+            measured_warm = captures_measured(run, f"warm_{tag}")
+            assert abs(warm - measured_warm) <= 0.15 * measured_warm, (tag, "warm-up", warm, measured_warm)
+        measured = captures_measured(run, f"rate_{tag}")
+        assert abs(simulated - warm - measured) <= max(0.15 * measured, 5), (tag, simulated - warm, measured)
 
 
 def _cases(strict_misses: bool):
