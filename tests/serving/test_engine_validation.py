@@ -238,28 +238,40 @@ def fit_capture(iterations: pd.DataFrame, phases, llm, base: CostModel, engine: 
     return float(np.median(d["launch_s"].to_numpy() - iteration_gpu_s(d, timer))), len(d)
 
 
+def warmup_trace(warm: pd.DataFrame) -> Trace:
+    """The warm-up's requests at the times the engine got them."""
+    return Trace("warm", warm["submit_s"].to_numpy(), warm["prompt_tokens"].to_numpy(),
+                 warm["output_tokens"].to_numpy())
+
+
 def with_warmup(trace: Trace, warm: pd.DataFrame, rate_start_s: float) -> Trace:
-    """The warm-up's requests (at the times the engine got them) then the rate's, `rate_start_s` later."""
-    return Trace(f"warm+{trace.name}", np.concatenate([warm["submit_s"].to_numpy(), trace.arrival_s + rate_start_s]),
-                 np.concatenate([warm["prompt_tokens"].to_numpy(), trace.prompt_tokens]),
-                 np.concatenate([warm["output_tokens"].to_numpy(), trace.output_tokens]))
+    """The warm-up's requests then the rate's, `rate_start_s` after the warm-up's start."""
+    w = warmup_trace(warm)
+    return Trace(f"warm+{trace.name}", np.concatenate([w.arrival_s, trace.arrival_s + rate_start_s]),
+                 np.concatenate([w.prompt_tokens, trace.prompt_tokens]),
+                 np.concatenate([w.output_tokens, trace.output_tokens]))
+
+
+def engine_group(run: EngineRun, base: CostModel, cpu_overhead_s: float, per_kv_token_layer_s: float,
+                 capture_s: float = 0.0) -> ReplicaGroup:
+    """One replica computing as the run's engine did, with the fitted engine parameters."""
+    engine = run.engine()
+    return ReplicaGroup(load_gpu("h100-sxm"), engine_cost(base, per_kv_token_layer_s), 1, 1,
+                        batching=engine_batching(engine["async"]),
+                        cuda_graphs=engine["cuda_graphs"], cpu_overhead_s=cpu_overhead_s, attention_packing=PACKING,
+                        graph_padding_tokens=engine["padding"], graph_capture_s=capture_s,
+                        graph_io_sets=engine["io_sets"])
 
 
 def simulate_engine(run: EngineRun, tag: str, base: CostModel, cpu_overhead_s: float,
                     per_kv_token_layer_s: float, capture_s: float = 0.0) -> pd.DataFrame:
     """simcluster's request rows for rate `tag` (after the run's warm-up, on the same replica, where it had one)."""
-    llm = load_llm("llama-3.1-8b")
-    engine = run.engine()
     trace = read_table(run.path(f"trace_{tag}.csv"))
     warm = run.warmup(tag)
     if warm is not None:
         trace = with_warmup(trace, *warm)
-    group = ReplicaGroup(load_gpu("h100-sxm"), engine_cost(base, per_kv_token_layer_s), 1, 1,
-                         batching=engine_batching(engine["async"]),
-                         cuda_graphs=engine["cuda_graphs"], cpu_overhead_s=cpu_overhead_s, attention_packing=PACKING,
-                         graph_padding_tokens=engine["padding"], graph_capture_s=capture_s,
-                         graph_io_sets=engine["io_sets"])
-    rows = simulate_serving(llm, trace, [group]).requests
+    group = engine_group(run, base, cpu_overhead_s, per_kv_token_layer_s, capture_s)
+    rows = simulate_serving(load_llm("llama-3.1-8b"), trace, [group]).requests
     if warm is None:
         return rows
     n_warm, rate_start_s = len(warm[0]), warm[1]
@@ -405,13 +417,7 @@ def test_simulated_graph_captures_match_the_engine(base_cost, monkeypatch, run):
         simulate_engine(run, tag, base_cost, a, b, capture_s)
         simulated, warm = made[-1].captures, 0
         if run.warmup(tag) is not None:
-            warm_only = run.warmup(tag)[0].assign(arrival_s=lambda w: w["submit_s"])
-            group = ReplicaGroup(load_gpu("h100-sxm"), engine_cost(base_cost, b), 1, 1,
-                                 batching=engine_batching(engine["async"]), cuda_graphs=True, cpu_overhead_s=a,
-                                 attention_packing=PACKING, graph_padding_tokens=engine["padding"],
-                                 graph_capture_s=capture_s, graph_io_sets=engine["io_sets"])
-            simulate_serving(llm, Trace("warm", warm_only["arrival_s"].to_numpy(), warm_only["prompt_tokens"].to_numpy(),
-                                        warm_only["output_tokens"].to_numpy()), [group])
+            simulate_serving(llm, warmup_trace(run.warmup(tag)[0]), [engine_group(run, base_cost, a, b, capture_s)])
             warm = made[-1].captures
             measured_warm = captures_measured(run, f"warm_{tag}")
             assert abs(warm - measured_warm) <= 0.15 * measured_warm, (tag, "warm-up", warm, measured_warm)
