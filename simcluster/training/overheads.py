@@ -1,8 +1,9 @@
 """What an eager framework adds to the op-level model: host time to issue kernels, and memory
 held outside the model's tensors. Zero by default (a compiled / CUDA-graph framework such as
-Megatron-LM at scale); for plain eager PyTorch the host figures are solved from measured host
-probes (steps of so few tokens that the GPU idles, at two depths: validation.py), the rest fitted
-on a fit split, never on the rows they are checked against.
+Megatron-LM at scale); for plain eager PyTorch the host figures and the memory reserve are solved
+from measured host probes only (steps of so few tokens that the GPU idles, at two depths and per
+model: validation.py), never from the rows they are checked against; the issue exponent and the
+overlap slowdown, which a probe cannot see, are left at inf and 0 there.
 """
 
 from __future__ import annotations

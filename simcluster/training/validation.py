@@ -1,5 +1,9 @@
 """Predicting measured training steps (profiles/measured/<gpu>/train_step.csv, written by
-calibrate/train_step.py) and fitting the eager-framework overheads on a fit split.
+calibrate/train_step.py) and fitting the eager-framework overheads on the host probes only.
+
+The split is what a user would make on their own cluster: the host probes (1 x 128 tokens, every
+model measured: is_probe) are calibration instruments, the only rows anything is fitted on; every
+other row, of every model, strategy and world size, is held out and only scored (issue #5).
 
 Each row is one (model, strategy, world size, micro-batch, sequence) point of a plain-torch Llama
 under bf16 autocast over fp32 weights with torch's AdamW (foreach or fused, from the precision
@@ -95,58 +99,82 @@ def predict_row(row, gpu: str, cm: CostModel, overheads: FrameworkOverheads | No
             "memory_error": r.peak_memory_bytes / float(row.peak_memory_bytes) - 1.0}
 
 
-# A row of at most this many tokens per micro-batch is a host probe (calibrate/train_step.py):
-# the GPU has almost nothing to do, so the step time is the framework's host time.
+# The split (issue #5), as a user would make it on their own cluster. A row of at most this many
+# tokens per micro-batch is a host probe (calibrate/train_step.py: 1 x 128 tokens): the GPU has
+# almost nothing to do, so the step time is the framework's host time. The probes, of every model
+# measured (Llama-3.2-1B, its 4-layer cut and Llama-3.2-3B), are the calibration instruments and
+# the only rows anything is fitted on; every other row, of every model, strategy and world size, is
+# held out and only scored.
 PROBE_TOKENS = 256
-# The fit split: the Llama-3.2-1B family (16 layers and its 4-layer cut). Every other model's rows
-# (Llama-3.2-3B) are held out: nothing is fitted on them.
-FIT_MODELS = ("llama-3.2-1b", "llama-3.2-1b-4l")
-# A row whose predicted device-only time is below this share of its measured step is host-bound.
-HOST_BOUND_DEVICE_SHARE = 0.5
-# Candidate issue exponents (overheads.pass_time_s): inf = max(host, device).
-ISSUE_EXPONENTS = (math.inf, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0)
-
-
-def is_fit_row(row) -> bool:
-    return str(row.model) in FIT_MODELS
+# How host and device stall each other near balance (overheads.pass_time_s). The probes cannot
+# tell (their device time is next to nothing) and no other row is fitted on, so it is not fitted:
+# inf = max(host, device), a launch queue that always keeps the slower side busy.
+ISSUE_EXPONENT = math.inf
+# The DDP overlap slowdown likewise cannot be seen at a probe (its all-reduce overlaps almost no
+# compute) and is not fitted: 0.
+OVERLAP_SLOWDOWN = 0.0
 
 
 def is_probe(row) -> bool:
     return int(row.micro_batch) * int(row.seq_len) <= PROBE_TOKENS
 
 
-def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict,
-                      exponent: float = math.inf) -> tuple[float, float]:
-    """(host_s_per_layer, host_s_per_step) that reproduce the probe rows' step times.
+def is_fit_row(row) -> bool:
+    """The fit split is the probes and nothing else."""
+    return is_probe(row)
 
-    At a probe the step is host-bound, so its predicted time is linear in both host figures:
-    linearise around a host-bound guess (finite differences), solve the least-squares system of
-    the probes (two or more depths), and repeat from the solution (a probe that turns out partly
-    device-bound moves the kinks)."""
+
+def model_family(name: str) -> str:
+    """The catalog model a row's model is cut from ('llama-3.2-1b-4l' -> 'llama-3.2-1b'): a cut runs
+    the same layers, so it shares their host time per layer."""
+    m = re.fullmatch(r"(.+)-(\d+)l", str(name))
+    return m.group(1) if m and m.group(1) in catalog.names("llms") else str(name)
+
+
+def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict,
+                      exponent: float = math.inf) -> tuple[dict[str, float], float]:
+    """({family: host_s_per_layer}, host_s_per_step) that reproduce the probe rows' step times.
+
+    One host time per layer for each model family with a probe, one host time per step shared by
+    the families (embedding, loss, optimizer dispatch: the same ops at every width). At a probe the
+    step is host-bound, so its predicted time is linear in the host figures: linearise around a
+    host-bound guess (finite differences), solve the least-squares system of the probes, and
+    repeat from the solution (a probe that turns out partly device-bound moves the kinks). With
+    probes at fewer distinct (family, depth) points than unknowns the per-step time is 0."""
     import numpy as np
 
-    def times(layer_s: float, step_s: float) -> np.ndarray:
-        oh = FrameworkOverheads(layer_s, reserve, 0.0, step_s, exponent)
-        return np.array([predict_row(r, gpu, cm, oh, memo)["predicted_time_s"] for r in probes])
+    families = sorted({model_family(r.model) for r in probes})
+    points = {(model_family(r.model), row_llm(r).n_layers) for r in probes}
+    with_step = len(points) > len(families)
+
+    def times(x) -> np.ndarray:
+        per_layer = dict(zip(families, x))
+        step_s = x[len(families)] if with_step else 0.0
+        return np.array([predict_row(r, gpu, cm, FrameworkOverheads(per_layer[model_family(r.model)], reserve,
+                                                                    0.0, step_s, exponent), memo)["predicted_time_s"]
+                         for r in probes])
 
     measured = np.array([float(r.time_s) for r in probes])
-    x = np.array([5e-3, 20e-3])
+    x = np.array([5e-3] * len(families) + ([20e-3] if with_step else []))
     for _ in range(3):
-        base = times(*x)
+        base = times(x)
         d = 1e-3
-        jac = np.stack([(times(x[0] + d, x[1]) - base) / d, (times(x[0], x[1] + d) - base) / d], axis=1)
+        cols = []
+        for i in range(len(x)):
+            xi = x.copy()
+            xi[i] += d
+            cols.append((times(xi) - base) / d)
+        jac = np.stack(cols, axis=1)
         # Relative errors weigh the shallow and the deep probe alike.
         w = 1.0 / measured
         step, *_ = np.linalg.lstsq(jac * w[:, None], (measured - base) * w, rcond=None)
         x = np.maximum(0.0, x + step)
-    return float(x[0]), float(x[1])
+    return {f: float(v) for f, v in zip(families, x)}, (float(x[len(families)]) if with_step else 0.0)
 
 
 def memory_reserve_bytes(base: list[dict], steps: int = 400) -> float:
     """The non-negative reserve that minimises the largest relative peak-memory error over the rows
-    predicted without one (peaks grow one for one with the reserve): the rows' peaks are set by
-    different moments of the step (end of backward at few tokens, start of backward at many), so
-    one constant is placed to keep both regimes closest."""
+    predicted without one (peaks grow one for one with the reserve)."""
     meas = [b["measured_peak_memory_bytes"] for b in base]
     pred = [b["predicted_peak_memory_bytes"] for b in base]
     top = max(0.0, max(m - q for m, q in zip(meas, pred)))
@@ -154,81 +182,54 @@ def memory_reserve_bytes(base: list[dict], steps: int = 400) -> float:
                key=lambda r: max(abs(q + r - m) / m for m, q in zip(meas, pred)))
 
 
-def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, max_host_s: float = 30e-3,
-                 overlap_slowdown: float | None = None, issue_exponent: float = math.inf) -> FrameworkOverheads:
-    """FrameworkOverheads from the fit rows of one strategy at one world size (deterministic).
+def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, issue_exponent: float | None = None,
+                 overlap_slowdown: float | None = None) -> dict[str, FrameworkOverheads]:
+    """FrameworkOverheads per model family from the host probes of one strategy at one world size
+    (deterministic). Rows that are not probes are ignored: they are never fitted on.
 
-    memory_reserve_bytes: memory_reserve_bytes over the fit rows. Host time: where the
-    rows hold host probes (PROBE_TOKENS) at two or more depths, host_s_per_layer and
-    host_s_per_step are solved from the probes and the other host-bound rows (predicted device
-    time under HOST_BOUND_DEVICE_SHARE of the measured step: the same host time, more samples of
-    it; never a row where the device sets the time);
-    otherwise host_s_per_layer minimises the squared relative time errors on a 1 ms then a 0.05 ms
-    grid, and, when the rows hold models of two or more depths, host_s_per_step on a 1 ms grid in
-    [0, 30 ms]. overlap_slowdown: as given (fit_overheads shares one per strategy), else for
-    strategies with bucketed gradient collectives (ddp) on a 0.1 grid in [0, 2] over the rows that
-    are not probes."""
+    host_s_per_layer per family and one host_s_per_step: _host_from_probes.
+    memory_reserve_bytes: memory_reserve_bytes over the probes, shared by the families (workspaces,
+    caches and communicator buffers, not the model's tensors). issue_exponent and overlap_slowdown:
+    as given (ISSUE_EXPONENT, OVERLAP_SLOWDOWN: not fitted, the probes cannot see them)."""
+    issue_exponent = ISSUE_EXPONENT if issue_exponent is None else issue_exponent
+    overlap_slowdown = OVERLAP_SLOWDOWN if overlap_slowdown is None else overlap_slowdown
     memo: dict = {}
-    base = [predict_row(r, gpu, cm, memo=memo) for r in rows.itertuples()]
-    reserve = memory_reserve_bytes(base)
-    depth = {m: row_llm(next(rows[rows.model == m].itertuples())).n_layers for m in set(rows.model)}
     probes = [r for r in rows.itertuples() if is_probe(r)]
-    if len({depth[r.model] for r in probes}) >= 2:
-        # Other rows where the GPU is mostly idle measure the same host time: more samples of it.
-        probes += [r for r, b in zip(rows.itertuples(), base) if not is_probe(r)
-                   and b["predicted_time_s"] < HOST_BOUND_DEVICE_SHARE * float(r.time_s)]
-    timed = [r for r in rows.itertuples() if not is_probe(r)] or list(rows.itertuples())
-    ddp = set(rows["strategy"]) == {"ddp"}
-
-    def loss(host_s: float, kappa: float, step_s: float, subset=None) -> float:
-        oh = FrameworkOverheads(host_s, reserve, kappa, step_s, issue_exponent)
-        return sum(predict_row(r, gpu, cm, oh, memo)["time_error"] ** 2 for r in (subset or rows.itertuples()))
-
-    def best_kappa(host_s: float, step_s: float, subset=None) -> float:
-        if overlap_slowdown is not None or not ddp:
-            return overlap_slowdown or 0.0
-        return min((i * 0.1 for i in range(21)), key=lambda k: loss(host_s, k, step_s, subset))
-
-    if len({depth[r.model] for r in probes}) >= 2:
-        host, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent)
-        return FrameworkOverheads(host, reserve, best_kappa(host, step, timed), step, issue_exponent)
-
-    def refine(kappa: float, step_s: float, around: float | None = None) -> float:
-        coarse = around if around is not None else min(
-            (i * 1e-3 for i in range(int(max_host_s / 1e-3) + 1)), key=lambda h: loss(h, kappa, step_s))
-        return min((max(0.0, coarse + (i - 20) * 0.05e-3) for i in range(41)), key=lambda h: loss(h, kappa, step_s))
-
-    host, step = refine(0.0, 0.0), 0.0
-    kappa = best_kappa(host, step)
-    if len(set(depth.values())) > 1:
-        step = min((i * 1e-3 for i in range(31)), key=lambda t: loss(host, kappa, t))
-        host = refine(kappa, step)
-    elif kappa:
-        host = refine(kappa, step, around=host)
-    return FrameworkOverheads(host, reserve, kappa, step, issue_exponent)
+    if not probes:
+        return {}
+    reserve = memory_reserve_bytes([predict_row(r, gpu, cm, memo=memo) for r in probes])
+    per_layer, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent)
+    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent) for f, h in per_layer.items()}
 
 
-def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str, int], FrameworkOverheads]:
-    """FrameworkOverheads per (strategy, world size) of the fit rows. Host time and memory are per
-    world size (each has its own probes: fit_strategy). Two figures describe the framework rather
-    than the group, so each strategy has one over all its world sizes, chosen to minimise the
-    squared relative time errors of the rows that are not probes: issue_exponent on ISSUE_EXPONENTS
-    (how host and device stall each other near balance; the probes are re-solved for each) and,
-    for ddp, jointly the overlap slowdown on the 0.1 grid in [0, 2]."""
-    out: dict[tuple[str, int], FrameworkOverheads] = {}
-    for strategy, by_strategy in rows.groupby("strategy", sort=True):
-        groups = {int(ws): g for ws, g in by_strategy.groupby("world_size", sort=True)}
-        timed = [(ws, r) for ws, g in groups.items() for r in g.itertuples() if not is_probe(r)]
-        memo: dict = {}
-
-        def loss(fits: dict) -> float:
-            return sum(predict_row(r, gpu, cm, fits[ws], memo)["time_error"] ** 2 for ws, r in timed)
-
-        kappas = [i * 0.1 for i in range(21)] if strategy == "ddp" else [0.0]
-        candidates = []
-        for p in ISSUE_EXPONENTS:
-            solved = {ws: fit_strategy(g, gpu, cm, overlap_slowdown=0.0, issue_exponent=p) for ws, g in groups.items()}
-            candidates += [{ws: replace(f, overlap_slowdown=k) for ws, f in solved.items()} for k in kappas]
-        fits = min(candidates, key=loss)
-        out.update({(str(strategy), ws): f for ws, f in fits.items()})
+def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str, int, str], FrameworkOverheads]:
+    """FrameworkOverheads per (strategy, world size, model family) from the host probes among rows
+    (fit_strategy); every other row is ignored. Use overheads_for to pick a row's."""
+    out: dict[tuple[str, int, str], FrameworkOverheads] = {}
+    if rows.empty:
+        return out
+    probes = rows[[is_probe(r) for r in rows.itertuples()]]
+    for (strategy, ws), g in probes.groupby(["strategy", "world_size"], sort=True):
+        out.update({(str(strategy), int(ws), f): oh for f, oh in fit_strategy(g, gpu, cm).items()})
     return out
+
+
+def overheads_for(fits: dict[str, dict[tuple[str, int, str], FrameworkOverheads]], gpu: str,
+                  row) -> tuple[FrameworkOverheads, str]:
+    """The fitted overheads a row on `gpu` is predicted with (fits: fit_overheads per GPU), and where
+    they come from, in this order: the probes of its own model on that GPU at its strategy and world
+    size ('llama-3.2-3b probes'); else those of the probed model of the nearest width there ('nearest:
+    llama-3.2-1b probes'); else, on a GPU with no probes at all (h100-sxm), the same strategy and
+    world size on another GPU that has them (same framework and model, another host: 'h200-sxm
+    llama-3.2-3b probes'); else none ('none': zero overheads)."""
+    strategy, ws, family = str(row.strategy), int(row.world_size), model_family(row.model)
+    width = load_llm(family).hidden_size if family in catalog.names("llms") else row_llm(row).hidden_size
+    own = [gpu] if fits.get(gpu) else sorted(g for g in fits if fits[g])
+    for g in own:
+        probed = [f for s, w, f in fits[g] if (s, w) == (strategy, ws)]
+        if not probed:
+            continue
+        near = family if family in probed else min(probed, key=lambda f: (abs(load_llm(f).hidden_size - width), f))
+        label = f"{near} probes" if near == family else f"nearest: {near} probes"
+        return fits[g][(strategy, ws, near)], label if g == gpu else f"{g} {label}"
+    return FrameworkOverheads(), "none"
