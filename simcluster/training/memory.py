@@ -112,21 +112,24 @@ def _stage_params(llm: LlmSpec, plan: TrainingPlan, stage: int) -> tuple[float, 
 
 
 def fsdp_buffer_bytes(llm: LlmSpec, plan: TrainingPlan, params: float, layers: int,
-                      stage: int) -> tuple[float, float]:
-    """Unsharded FSDP (ZeRO-3) buffers on one GPU holding `params` parameters: (during backward,
-    when backward ends).
+                      stage: int) -> tuple[float, float, float]:
+    """Unsharded FSDP (ZeRO-3) buffers on one GPU holding `params` parameters: (when backward
+    starts at the loss, during the layers' backward, when backward ends).
 
-    During backward, per layer unit: the gathered weights of the current and the prefetched layer
-    (compute dtype) and one layer's unsharded gradient (compute dtype, then grad dtype for the
-    reduce-scatter). The root unit (FSDP2's fully_shard on the model: embedding and tied head)
-    stays gathered from forward to the end of backward (the root does not reshard after forward),
-    and its gradient, complete only when backward ends, is held unsharded in both dtypes before
-    its reduce-scatter."""
+    The root unit (FSDP2's fully_shard on the model: embedding and tied head) stays gathered
+    (compute dtype) from forward to the end of backward (the root does not reshard after forward).
+    When backward starts at the loss that is all: every layer resharded after its forward and the
+    first backward all-gather is issued only by the root's pre-backward hook, once the loss's
+    gradient reaches the logits. During the layers' backward, per layer unit: the gathered weights
+    of the current and the prefetched layer (compute dtype) and one layer's unsharded gradient
+    (compute dtype, then grad dtype for the reduce-scatter), beside the root's gradient (compute
+    dtype, from the LM head's backward). When backward ends, the root's gradient, complete only
+    then, is held unsharded in both dtypes before its reduce-scatter."""
     root = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1) if stage == 0 else 0.0
     root = min(root, params)
     per_layer = (params - root) / max(layers, 1)
     bf16, gb = dtype_bytes("bf16"), dtype_bytes(plan.grad_dtype)
-    return root * bf16 + per_layer * (3 * bf16 + gb), root * (2 * bf16 + gb)
+    return root * bf16, root * 2 * bf16 + per_layer * (3 * bf16 + gb), root * (2 * bf16 + gb)
 
 
 def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stage: int,
@@ -134,13 +137,14 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
                  reserve_bytes: float = 0.0, keep_outputs: bool = False) -> TrainingMemory:
     """Peak memory of one GPU of pipeline `stage`.
 
-    Peak = max(start of the first backward, the optimizer step); reserve_bytes (allocations outside
-    the model, overheads.py) count in both. persistent_grads: gradient buffers
+    Peak = max(start of the first backward, the end of backward, the optimizer step); reserve_bytes
+    (allocations outside the model, overheads.py) count in all three. persistent_grads: gradient buffers
     live across steps (Megatron, torch DDP buckets); False for a plain torch loop that frees them
     with zero_grad(set_to_none=True), so they do not exist when backward starts.
     optimizer_impl 'foreach' (torch AdamW default) allocates one state-sized temporary in the step.
     keep_outputs: the last stage keeps every micro-batch's bf16 logits until the step ends (torch.
-    distributed.pipelining merges the outputs it returns); Megatron frees each after its loss.
+    distributed.pipelining merges the outputs it returns; Megatron frees each after its loss), and
+    a pipeline stage ends its backward with one more gradient-sized buffer (see end_peak).
     """
     dense, expert, layers = _stage_params(llm, plan, stage)
     shard_dense = plan.dp * plan.cp
@@ -183,11 +187,11 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
         loss = logits * LOSS_BYTES_PER_LOGIT
         if keep_outputs and plan.pp > 1:
             loss += logits * dtype_bytes("bf16") * plan.n_micro_batches
-    buffers = reserve_bytes
-    end_buffers = 0.0
+    # Buffers that exist whatever the phase (ZeRO-1/2 bucket, MoE dispatch); FSDP's come and go.
+    buffers = 0.0
+    fsdp_start = fsdp_layers = end_buffers = 0.0
     if plan.zero == 3:
-        in_backward, end_buffers = fsdp_buffer_bytes(llm, plan, p, layers, stage)
-        buffers += in_backward
+        fsdp_start, fsdp_layers, end_buffers = fsdp_buffer_bytes(llm, plan, p, layers, stage)
     elif plan.dp * plan.cp > 1 and plan.zero in (1, 2):
         # Distributed optimizer: the all-gather of updated weights lands in the weight buffer; one
         # bucket in flight for the reduce-scatter.
@@ -197,12 +201,33 @@ def stage_memory(llm: LlmSpec, plan: TrainingPlan, gpu_memory_bytes: float, stag
         buffers += 2 * tokens * llm.moe.top_k * cf * llm.hidden_size * dtype_bytes("bf16")
 
     grads_at_backward = grads if (persistent_grads or plan.grad_accum > 1 or plan.pp > 1) else 0.0
-    backward_peak = weights + compute_copy + grads_at_backward + states + activations + loss + buffers
+    held = weights + compute_copy + grads_at_backward + states + activations + buffers + reserve_bytes
+    # Backward starts at the loss (its transient fp32 tensors); under FSDP the layers' gathers and
+    # gradients come after it, once the loss's tensors are gone.
+    backward_peak = held + loss + fsdp_start
+    if plan.zero == 3:
+        backward_peak = max(backward_peak, held + fsdp_layers)
     temp = sharded(dense, expert, plan.zero >= 1) * sb if optimizer_impl == "foreach" else 0.0
-    step_peak = weights + grads + states + temp + buffers
+    step_peak = weights + grads + states + temp + buffers + reserve_bytes
+    # The end of backward, activations freed and every gradient formed (not FSDP: its root gradient
+    # is end_buffers). The embedding's weight gradient (V x h in the gradient dtype, the lookup's
+    # dense backward, the last op of backward) forms beside the accumulated gradient it is then
+    # added to (the tied LM head's, or the earlier micro-batches'); on a pipeline's last stage the
+    # LM head's likewise. torch.distributed.pipelining (keep_outputs) ends its step with one more
+    # gradient-sized buffer of the stage's parameters (4 bytes each in fp32): the host probes of
+    # three models (4-layer 1B, 1B, 3B at 2 and 4 stages) all leave the same remainder, 0.2-0.35 GB,
+    # once it is counted, and none without it.
+    end_peak = 0.0
+    if plan.zero < 3 and (stage == 0 or stage == plan.pp - 1):
+        vocab = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1)
+        end_peak = weights + grads + states + buffers + reserve_bytes + vocab * gb
+        if keep_outputs and plan.pp > 1:
+            end_peak += grads
     # FSDP's root gradient, unsharded, once backward has freed the activations.
-    end_peak = weights + grads + states + reserve_bytes + end_buffers if end_buffers else 0.0
+    if end_buffers:
+        end_peak = weights + grads + states + reserve_bytes + end_buffers
     peak = max(backward_peak, step_peak, end_peak)
+    buffers += reserve_bytes + (fsdp_layers if plan.zero == 3 else 0.0)
     return TrainingMemory(stage, weights + compute_copy, grads, states + temp, activations, loss, buffers,
                           gpu_memory_bytes, peak)
 
