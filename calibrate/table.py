@@ -56,7 +56,7 @@ EXTRA_COLUMNS = {
     "p2p_bandwidth.csv": ["method"],
     "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
                        "timed_steps", "host_forward_s", "host_backward_s", "host_optimizer_s",
-                       "sm_clock_mhz"],
+                       "sm_clock_mhz", "device_compute_s", "device_comm_s", "kernels_per_step"],
 }
 
 

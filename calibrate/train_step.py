@@ -90,6 +90,19 @@ class StepTiming:
     steps: int              # timed steps
     host_phases_s: tuple | None = None   # medians of DataParallelStep.host_phases_s
     sm_clock_mhz: float | None = None    # median SM clock sampled as each step's host returned
+    device: "DeviceBusy | None" = None   # one profiled step's kernel time (after the timed ones)
+
+
+@dataclass(frozen=True)
+class DeviceBusy:
+    """What the device did in one profiled step, each figure the maximum over ranks: the union
+    of compute kernel intervals (memcpy/memset included), of communication (NCCL) kernel
+    intervals, and the kernel count. Beside the step's wall time it separates device time from
+    the framework's host time, so a cost model's device prediction is checked on its own."""
+
+    compute_s: float
+    comm_s: float
+    kernels: int
 
 
 def timed_step_count(warm_step_s: float, smoke: bool) -> int:
@@ -108,6 +121,51 @@ def sm_clock_mhz(device) -> float | None:
         return float(torch.cuda.clock_rate(device))
     except Exception:
         return None
+
+
+def _union_s(spans: list) -> float:
+    """Seconds covered by the union of (start_us, end_us) intervals."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total * 1e-6
+
+
+def device_busy(step, device) -> DeviceBusy | None:
+    """One step under torch.profiler (CUDA activity only); its kernels read from the exported
+    Chrome trace, whose event categories are stable across torch versions. Every rank runs it
+    (the step's collectives need all ranks); None off CUDA or if the profiler fails on any rank."""
+    if device.type != "cuda":
+        return None
+    import json
+    import tempfile
+    from torch.profiler import ProfilerActivity, profile
+    compute, comm, kernels = [], [], 0
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            _one_step(step, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "busy.json")
+            prof.export_chrome_trace(path)
+            with open(path) as f:
+                events = json.load(f).get("traceEvents", [])
+        for e in events:
+            if e.get("ph") != "X" or e.get("cat") not in ("kernel", "gpu_memcpy", "gpu_memset"):
+                continue
+            span = (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)))
+            kernels += e["cat"] == "kernel"
+            (comm if "nccl" in e.get("name", "").lower() else compute).append(span)
+        ok = kernels > 0
+    except Exception:
+        ok = False
+    if not _agree_ok(ok, device):
+        return None
+    return DeviceBusy(_max_over_ranks(_union_s(compute), device),
+                      _max_over_ranks(_union_s(comm), device),
+                      int(_max_over_ranks(float(kernels), device)))
 
 
 def _one_step(step, device, clocks: list | None = None) -> tuple[float, float]:
@@ -157,10 +215,11 @@ def time_steps(step, device, smoke: bool) -> StepTiming:
     # Every rank joins the reduction; a rank without a clock reading contributes 0.
     clock = statistics.median(c for c in clocks if c is not None) if any(c is not None for c in clocks) else 0.0
     clock = -_max_over_ranks(-clock, device) if clock else _max_over_ranks(0.0, device)
+    busy = None if smoke else device_busy(step, device)
     return StepTiming(_max_over_ranks(statistics.median(walls), device),
                       _max_over_ranks(deciles[0], device), _max_over_ranks(deciles[-1], device),
                       _max_over_ranks(statistics.median(hosts), device),
-                      int(_max_over_ranks(float(peak), device)), n, by_phase, clock or None)
+                      int(_max_over_ranks(float(peak), device)), n, by_phase, clock or None, busy)
 
 
 class DataParallelStep:
@@ -265,13 +324,16 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                              f"{err or 'failed on another rank'}")
                     continue
                 tokens = mb * seq * grad_accum * dp
-                t = timing.time_s
+                t, busy = timing.time_s, timing.device
                 out.add(model=cfg.name, strategy=strategy, world_size=world, micro_batch=mb,
                         seq_len=seq, grad_accum=grad_accum, time_s=t,
                         peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
                         precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
                         time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
                         timed_steps=timing.steps, sm_clock_mhz=timing.sm_clock_mhz,
+                        device_compute_s=busy.compute_s if busy else None,
+                        device_comm_s=busy.comm_s if busy else None,
+                        kernels_per_step=busy.kernels if busy else None,
                         **dict(zip(HOST_PHASE_COLUMNS, timing.host_phases_s or (None,) * 3)))
             wrapped = model = None
             _cleanup(device)

@@ -119,7 +119,8 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
                grad_accum=1, time_s=0.5, peak_memory_bytes=1, tokens_per_s=16.0,
                precision="p", n_layers=2, detail="d", time_p10_s=0.4, time_p90_s=0.6,
                host_s=0.3, timed_steps=20, host_forward_s=0.1, host_backward_s=0.15,
-               host_optimizer_s=0.05, sm_clock_mhz=1980.0)
+               host_optimizer_s=0.05, sm_clock_mhz=1980.0, device_compute_s=0.2,
+               device_comm_s=0.01, kernels_per_step=900)
     with Table(path) as t:
         t.add(**row)
         t.add(**{**row, "strategy": "ddp", "world_size": 2})
@@ -127,6 +128,14 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
         t.add(**{**row, "strategy": "fsdp", "world_size": 2})
     rows = read_table(path)
     assert [(r["strategy"], r["world_size"]) for r in rows] == [("single", "1"), ("fsdp", "2")]
+
+
+def test_union_of_kernel_intervals():
+    from calibrate.train_step import _union_s
+    # Overlapping, nested, touching and disjoint intervals (microseconds).
+    spans = [(0, 10), (5, 15), (6, 7), (15, 20), (30, 40)]
+    assert _union_s(spans) == pytest.approx(30e-6)
+    assert _union_s([]) == 0.0
 
 
 def test_format_cell():
