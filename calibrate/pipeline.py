@@ -68,13 +68,11 @@ class PipelineStep:
         self.targets = torch.randint(0, cfg.vocab, shape, generator=gen).to(device)
         try:
             self.schedule = Schedule1F1B(stage, n_micro, loss_fn=lm_loss)
-            self.schedule_name = "1F1B"
         except Exception:
             self.schedule = ScheduleGPipe(stage, n_micro, loss_fn=lm_loss)
-            self.schedule_name = "GPipe"
+        name = "GPipe" if isinstance(self.schedule, ScheduleGPipe) else "1F1B"
         self.precision = AMP + "; embedding and lm_head untied"
-        self.detail = (f"torch.distributed.pipelining {self.schedule_name}, {world} stages, "
-                       f"{n_micro} micro-batches")
+        self.detail = f"torch.distributed.pipelining {name}, {world} stages, {n_micro} micro-batches"
 
     def __call__(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16):

@@ -1,26 +1,25 @@
 """Training steps (forward, backward, AdamW step) of the plain-torch Llama-3.2-1B and -3B shapes,
 on one GPU and under DDP, FSDP2, tensor and pipeline parallelism.
 
-A step's time is the host clock from the step's start to the device going idle (every rank starts
-a step together, after a barrier; automatic garbage collection off), median over TIMED_STEPS steps
-after WARMUP_STEPS warm-up steps of the same shape (DTensor's sharding-propagation cache, the
-allocator, cuBLAS heuristics and NCCL channels all settle there), the slowest rank's median;
-time_p10_s / time_p90_s give the spread. host_s is the median time until the host has issued the
-whole step (step() returned, the device possibly still running): the framework's own cost;
-host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the pipeline).
+Timing (calibrate/step_timing.py): each point's step is built and warmed up (5 steps of its
+shape), then a model family's points (the shallow probe with its model) are timed interleaved,
+one step of each per round, so they all see the same host; a step is the host clock from its
+start (after a barrier) to the device going idle, median of 15-20 rounds, the slowest rank's
+median; time_p10_s / time_p90_s give the spread. host_s is the median time until the host has
+issued the whole step (step() returned, the device possibly still running): the framework's own
+cost; host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the
+pipeline). device_compute_s / device_comm_s / kernels_per_step come from one profiled step.
 Each grid holds a host probe (micro-batch 1, 128 tokens: the GPU has almost nothing to do, so the
 step time is the framework's host time) at two depths, so host time per layer and per step are
-measured, not fitted. Peak memory is the largest torch.cuda.max_memory_allocated over the ranks,
-reset after warm-up.
+measured, not fitted. Peak memory is the largest torch.cuda.max_memory_allocated over the ranks
+and the point's timed steps, less what other models timed beside it keep allocated.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -28,13 +27,10 @@ import torch.distributed as dist
 from calibrate.context import BenchContext
 from calibrate.llama import LLAMA_3_2_1B, LLAMA_3_2_3B, SMOKE, Llama, lm_loss, probe_gqa
 from calibrate.pipeline import PipelineStep
+from calibrate.step_timing import (MIN_TIMED_STEPS, TIMED_STEPS, WARMUP_STEPS, StepTiming, cleanup,
+                                   time_interleaved)
 from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap_tp
 
-WARMUP_STEPS = 5
-TIMED_STEPS = 20
-MIN_TIMED_STEPS = 15
-# A slow point takes fewer timed steps (never fewer than MIN_TIMED_STEPS) to stay in budget.
-TIMED_WALL_S = 2.5
 # Host probe: so few tokens that the GPU work is small beside the framework's host time.
 HOST_PROBE = (1, 128)
 # The probe at a second depth separates host time per layer from host time per step.
@@ -63,163 +59,6 @@ def train_grid(smoke: bool, strategy: str = "single"):
     else:
         points_1b = small + [(4, 4096)]
     return [(shallow, [HOST_PROBE]), (LLAMA_3_2_1B, points_1b), (LLAMA_3_2_3B, small)]
-
-
-def _max_over_ranks(value: float, device) -> float:
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
-
-
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass(frozen=True)
-class StepTiming:
-    """Each figure the maximum over ranks of that rank's statistic."""
-
-    time_s: float           # median step
-    p10_s: float
-    p90_s: float
-    host_s: float           # median host time to issue a step
-    peak_bytes: int
-    steps: int              # timed steps
-    host_phases_s: tuple | None = None   # medians of DataParallelStep.host_phases_s
-    sm_clock_mhz: float | None = None    # median SM clock sampled as each step's host returned
-    device: "DeviceBusy | None" = None   # one profiled step's kernel time (after the timed ones)
-
-
-@dataclass(frozen=True)
-class DeviceBusy:
-    """What the device did in one profiled step, each figure the maximum over ranks: the union
-    of compute kernel intervals (memcpy/memset included), of communication (NCCL) kernel
-    intervals, and the kernel count. Beside the step's wall time it separates device time from
-    the framework's host time, so a cost model's device prediction is checked on its own."""
-
-    compute_s: float
-    comm_s: float
-    kernels: int
-
-
-def timed_step_count(warm_step_s: float, smoke: bool) -> int:
-    """TIMED_STEPS, or fewer for a slow step so the point takes about TIMED_WALL_S."""
-    if smoke:
-        return 2
-    return max(MIN_TIMED_STEPS, min(TIMED_STEPS, int(TIMED_WALL_S / max(warm_step_s, 1e-6))))
-
-
-def sm_clock_mhz(device) -> float | None:
-    """The GPU's SM clock now (NVML through torch; None without pynvml or a GPU). A host-bound
-    step leaves the GPU idle enough to clock down, which slows the kernels it does run."""
-    if device.type != "cuda":
-        return None
-    try:
-        return float(torch.cuda.clock_rate(device))
-    except Exception:
-        return None
-
-
-def _union_s(spans: list) -> float:
-    """Seconds covered by the union of (start_us, end_us) intervals."""
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(spans):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total * 1e-6
-
-
-def device_busy(step, device) -> DeviceBusy | None:
-    """One step under torch.profiler (CUDA activity only); its kernels read from the exported
-    Chrome trace, whose event categories are stable across torch versions. Every rank runs it
-    (the step's collectives need all ranks); None off CUDA or if the profiler fails on any rank."""
-    if device.type != "cuda":
-        return None
-    import json
-    import tempfile
-    from torch.profiler import ProfilerActivity, profile
-    compute, comm, kernels = [], [], 0
-    try:
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            _one_step(step, device)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "busy.json")
-            prof.export_chrome_trace(path)
-            with open(path) as f:
-                events = json.load(f).get("traceEvents", [])
-        for e in events:
-            if e.get("ph") != "X" or e.get("cat") not in ("kernel", "gpu_memcpy", "gpu_memset"):
-                continue
-            span = (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)))
-            kernels += e["cat"] == "kernel"
-            (comm if "nccl" in e.get("name", "").lower() else compute).append(span)
-        ok = kernels > 0
-    except Exception:
-        ok = False
-    if not _agree_ok(ok, device):
-        return None
-    return DeviceBusy(_max_over_ranks(_union_s(compute), device),
-                      _max_over_ranks(_union_s(comm), device),
-                      int(_max_over_ranks(float(kernels), device)))
-
-
-def _one_step(step, device, clocks: list | None = None) -> tuple[float, float]:
-    """(wall seconds until the device is idle, seconds until the host returned from step());
-    appends the SM clock while the device still runs the step to `clocks`."""
-    if dist.is_initialized():
-        dist.barrier()
-    _sync(device)
-    t0 = time.perf_counter()
-    step()
-    issued = time.perf_counter()
-    if clocks is not None:
-        clocks.append(sm_clock_mhz(device))
-    _sync(device)
-    return time.perf_counter() - t0, issued - t0
-
-
-def time_steps(step, device, smoke: bool) -> StepTiming:
-    """Warm-up steps of this shape, then the timed ones; figures are maxima over ranks."""
-    warm = [_one_step(step, device)[0] for _ in range(1 if smoke else WARMUP_STEPS)]
-    # Every rank must run the same number of steps: agree on the slowest rank's warm step.
-    n = timed_step_count(_max_over_ranks(warm[-1], device), smoke)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    walls, hosts, phases, clocks = [], [], [], []
-    # As large-scale trainers do (torchtitan's gc_freq): no automatic garbage collection inside
-    # steps, the long-lived objects frozen out of the collected generations. A full collection
-    # over the model's and DTensor's objects costs tens of ms and otherwise lands in random steps.
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        for _ in range(n):
-            wall, host = _one_step(step, device, clocks)
-            walls.append(wall)
-            hosts.append(host)
-            phases.append(getattr(step, "host_phases_s", None))
-    finally:
-        gc.enable()
-        gc.unfreeze()
-    deciles = statistics.quantiles(walls, n=10, method="inclusive")
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    by_phase = None
-    if phases[0] is not None:
-        by_phase = tuple(_max_over_ranks(statistics.median(p[i] for p in phases), device)
-                         for i in range(len(phases[0])))
-    # Every rank joins the reduction; a rank without a clock reading contributes 0.
-    clock = statistics.median(c for c in clocks if c is not None) if any(c is not None for c in clocks) else 0.0
-    clock = -_max_over_ranks(-clock, device) if clock else _max_over_ranks(0.0, device)
-    busy = None if smoke else device_busy(step, device)
-    return StepTiming(_max_over_ranks(statistics.median(walls), device),
-                      _max_over_ranks(deciles[0], device), _max_over_ranks(deciles[-1], device),
-                      _max_over_ranks(statistics.median(hosts), device),
-                      int(_max_over_ranks(float(peak), device)), n, by_phase, clock or None, busy)
 
 
 class DataParallelStep:
@@ -255,17 +94,6 @@ def _batch(cfg, micro_batch, seq_len, device, seed):
     return ids, targets
 
 
-def _agree_ok(ok: bool, device) -> bool:
-    """True only if every rank succeeded, so all ranks skip a failed point together."""
-    return _max_over_ranks(0.0 if ok else 1.0, device) == 0.0
-
-
-def _cleanup(device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def wrap(strategy: str, model, device) -> Wrapped:
     if strategy == "single":
         return wrap_single(model, device)
@@ -278,72 +106,81 @@ def wrap(strategy: str, model, device) -> Wrapped:
     raise ValueError(f"train_step: unknown strategy {strategy!r}")
 
 
+def family(cfg) -> str:
+    """A grid model's family: the shallow host probe belongs to the model it is cut from."""
+    return cfg.name.removesuffix(f"-{PROBE_LAYERS}l")
+
+
 def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_step.csv",
                  detail_suffix: str = "") -> None:
-    """All (model, micro-batch, sequence) points of one strategy into train_step.csv."""
+    """All (model, micro-batch, sequence) points of one strategy into train_step.csv; the points of
+    one model family (the shallow probe with its model) are timed together, interleaved."""
     device, world = ctx.device, (dist.get_world_size() if dist.is_initialized() else 1)
     gqa = probe_gqa(device)
+    grad_accum = 2 * world if strategy == "pp" else 1
+    entries = grid or train_grid(ctx.smoke, strategy)
+    groups = [[e for e in entries if family(e[0]) == f] for f in dict.fromkeys(family(c) for c, _ in entries)]
     with ctx.table(table_name) as out:
-        for cfg, points in grid or train_grid(ctx.smoke, strategy):
+        for group in groups:
             if ctx.expired():
-                ctx.skipped += len(points)
+                ctx.skipped += sum(len(points) for _, points in group)
                 continue
-            wrapped = None
-            if strategy != "pp":
-                torch.manual_seed(0)
-                model = Llama(cfg, max_pos=max(s for _, s in points), device=device)
-                model.set_gqa(gqa)
-                wrapped = wrap(strategy, model, device)
-            for mb, seq in points:
-                if ctx.expired():
-                    ctx.skipped += 1
-                    continue
-                grad_accum = 2 * world if strategy == "pp" else 1
-                ok, err = True, ""
-                try:
+            wrapped, described = {}, {}     # cfg.name -> Wrapped; point -> (precision, detail, dp)
+
+            def maker(cfg, points, mb, seq):
+                def make():
+                    key = (cfg.name, mb, seq)
                     if strategy == "pp":
                         step = PipelineStep(cfg, device, mb, seq, grad_accum, gqa)
-                        precision, detail = step.precision, step.detail
-                        dp = 1
-                    else:
-                        ids, targets = _batch(cfg, mb, seq, device, seed=1)
-                        step = data_parallel_step(wrapped, ids, targets, device)
-                        precision, detail, dp = wrapped.precision, wrapped.detail, \
-                            wrapped.data_parallel
-                    timing = time_steps(step, device, ctx.smoke)
-                except torch.cuda.OutOfMemoryError:
-                    ok, err = False, "out of memory"
-                except Exception as exc:
-                    ok, err = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                step = None
-                if wrapped is not None:
-                    wrapped.optimizer.zero_grad(set_to_none=True)
-                _cleanup(device)
-                if not _agree_ok(ok, device):
-                    ctx.note(f"train_step {cfg.name} {strategy} ws={world} mb={mb} s={seq}: "
-                             f"{err or 'failed on another rank'}")
+                        described[key] = (step.precision, step.detail, 1)
+                        return step
+                    if cfg.name not in wrapped:
+                        torch.manual_seed(0)
+                        model = Llama(cfg, max_pos=max(s for _, s in points), device=device)
+                        model.set_gqa(gqa)
+                        wrapped[cfg.name] = wrap(strategy, model, device)
+                    w = wrapped[cfg.name]
+                    described[key] = (w.precision, w.detail, w.data_parallel)
+                    return data_parallel_step(w, *_batch(cfg, mb, seq, device, seed=1), device)
+                # Each pipeline point builds its own stages; the other strategies share the model.
+                return ((cfg.name, mb, seq) if strategy == "pp" else cfg.name), make
+
+            makers = [maker(cfg, points, mb, seq) for cfg, points in group for mb, seq in points]
+            timings = time_interleaved(makers, device, ctx.smoke)
+            rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
+            for (cfg, mb, seq), timing in zip(rows, timings):
+                if isinstance(timing, str):
+                    ctx.note(f"train_step {cfg.name} {strategy} ws={world} mb={mb} s={seq}: {timing}")
                     continue
-                tokens = mb * seq * grad_accum * dp
-                t, busy = timing.time_s, timing.device
-                out.add(model=cfg.name, strategy=strategy, world_size=world, micro_batch=mb,
-                        seq_len=seq, grad_accum=grad_accum, time_s=t,
-                        peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
-                        precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
-                        time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
-                        timed_steps=timing.steps, sm_clock_mhz=timing.sm_clock_mhz,
-                        device_compute_s=busy.compute_s if busy else None,
-                        device_comm_s=busy.comm_s if busy else None,
-                        kernels_per_step=busy.kernels if busy else None,
-                        **dict(zip(HOST_PHASE_COLUMNS, timing.host_phases_s or (None,) * 3)))
-            wrapped = model = None
-            _cleanup(device)
-    ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, median "
-             f"of {MIN_TIMED_STEPS}-{TIMED_STEPS} timed steps (host clock, barrier + synchronize "
-             f"around each; automatic gc off and long-lived objects frozen while timing), p10/p90 "
+                _write_row(out, cfg, strategy, world, mb, seq, grad_accum, timing,
+                           *described[cfg.name, mb, seq], detail_suffix)
+            wrapped = described = timings = None
+            cleanup(device)
+    ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, then "
+             f"{MIN_TIMED_STEPS}-{TIMED_STEPS} rounds of one step of each of a model's points "
+             f"(interleaved, the order reversed every other round), median per point (host clock, "
+             f"barrier + synchronize around each; automatic gc off and long-lived objects frozen "
+             f"while timing), p10/p90 "
              f"and host issue time beside it; GQA via {gqa}; CPU affinity "
              f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} cores")
     if ctx.skipped:
         ctx.note(f"train_step {strategy}: time budget ran out, {ctx.skipped} points skipped")
+
+
+def _write_row(out, cfg, strategy, world, mb, seq, grad_accum, timing: StepTiming, precision: str,
+               detail: str, dp: int, detail_suffix: str) -> None:
+    tokens = mb * seq * grad_accum * dp
+    t, busy = timing.time_s, timing.device
+    out.add(model=cfg.name, strategy=strategy, world_size=world, micro_batch=mb,
+            seq_len=seq, grad_accum=grad_accum, time_s=t,
+            peak_memory_bytes=timing.peak_bytes, tokens_per_s=tokens / t,
+            precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
+            time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
+            timed_steps=timing.steps, sm_clock_mhz=timing.sm_clock_mhz,
+            device_compute_s=busy.compute_s if busy else None,
+            device_comm_s=busy.comm_s if busy else None,
+            kernels_per_step=busy.kernels if busy else None,
+            **dict(zip(HOST_PHASE_COLUMNS, timing.host_phases_s or (None,) * 3)))
 
 
 def run_single(ctx: BenchContext) -> None:

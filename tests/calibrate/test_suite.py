@@ -131,7 +131,7 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
 
 
 def test_union_of_kernel_intervals():
-    from calibrate.train_step import _union_s
+    from calibrate.step_timing import union_s as _union_s
     # Overlapping, nested, touching and disjoint intervals (microseconds).
     spans = [(0, 10), (5, 15), (6, 7), (15, 20), (30, 40)]
     assert _union_s(spans) == pytest.approx(30e-6)
@@ -386,15 +386,37 @@ def test_smoke_multi_rank_on_cpu_gloo(tmp_path):
 
 def test_train_grid_has_host_probes_at_two_depths_and_gpu_bound_points():
     pytest.importorskip("torch")
-    from calibrate.train_step import (HOST_PROBE, MIN_TIMED_STEPS, TIMED_STEPS, timed_step_count,
-                                      train_grid)
+    from calibrate.step_timing import MIN_TIMED_STEPS, TIMED_STEPS, timed_step_count
+    from calibrate.train_step import HOST_PROBE, family, train_grid
     for strategy in ("single", "ddp", "fsdp", "tp", "pp"):
         grid = train_grid(False, strategy)
         probed = {cfg.n_layers for cfg, points in grid if HOST_PROBE in points}
         assert len(probed) >= 2                       # host time per layer and per step
         assert max(mb * s for _, points in grid for mb, s in points) >= 4096
+        # The shallow probe is timed with the model it is cut from.
+        assert len({family(cfg) for cfg, _ in grid}) == len(grid) - 1
     assert timed_step_count(0.01, False) == TIMED_STEPS
     assert timed_step_count(1.0, False) == MIN_TIMED_STEPS
+
+
+def test_points_are_timed_interleaved_and_a_failed_point_is_dropped():
+    torch = pytest.importorskip("torch")
+    from calibrate.step_timing import StepTiming, time_interleaved
+    calls = []
+
+    def maker(name, fail=False):
+        def make():
+            if fail:
+                raise RuntimeError("cannot build\nsecond line")
+            return lambda: calls.append(name)
+        return make
+
+    makers = [("m", maker("a")), ("m", maker("b")), ("x", maker("c", fail=True)), ("n", maker("d"))]
+    out = time_interleaved(makers, torch.device("cpu"), smoke=True)
+    assert out[2] == "RuntimeError: cannot build"
+    assert all(isinstance(t, StepTiming) and t.steps == 2 for i, t in enumerate(out) if i != 2)
+    # Warm-up point by point (one step each in smoke), then rounds, every other one reversed.
+    assert calls == ["a", "b", "d", "a", "b", "d", "d", "b", "a"]
 
 
 def test_partial_multi_rerun_replaces_only_its_own_rows():
