@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from calibrate import collectives, provenance, trace
+from calibrate import collectives, overlap, provenance, trace
 from calibrate.context import make_context
 from calibrate.runner import previous_record, run_section, select
 from calibrate.train_step import run_strategy
@@ -31,6 +31,8 @@ MULTI_SECTIONS = {
     "train_tp": (partial(run_strategy, strategy="tp"), 55),
     "train_pp": (partial(run_strategy, strategy="pp"), 55),
     "trace": (trace.run, 40),
+    # Compute beside a collective on another stream: about 15-20 s on H200s at 2 or 4 ranks.
+    "overlap": (overlap.run, 30),
 }
 # A hung collective (one rank failed alone) ends the run after this long instead of never.
 GROUP_TIMEOUT_S = 180
@@ -96,7 +98,10 @@ def _worker(rank: int, world: int, out_dir: str, names: list[str], smoke: bool, 
 
 
 def section_of(row: dict) -> str:
-    """The multi-GPU section that writes a row of collectives.csv or train_step.csv."""
+    """The multi-GPU section that writes a row of collectives.csv, train_step.csv or
+    overlap.csv."""
+    if "workload" in row:
+        return "overlap"
     if "strategy" not in row:
         return "collectives"
     if row.get("detail", "").endswith("timed unprofiled"):

@@ -34,6 +34,9 @@ COLUMNS = {
     "p2p_bandwidth.csv": ["src", "dst", "bytes", "time_s", "bytes_per_s"],
     "train_step.csv": ["model", "strategy", "world_size", "micro_batch", "seq_len", "grad_accum",
                        "time_s", "peak_memory_bytes", "tokens_per_s"],
+    # time_s repeats concurrent_s: the writer checks every table's time_s.
+    "overlap.csv": ["world_size", "workload", "shape", "collective", "message_bytes", "alone_s",
+                    "concurrent_s", "slowdown", "comm_alone_s", "comm_concurrent_s", "time_s"],
 }
 
 # Columns each writer appends after the required ones.
@@ -57,6 +60,7 @@ EXTRA_COLUMNS = {
     "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
                        "timed_steps", "host_forward_s", "host_backward_s", "host_optimizer_s",
                        "sm_clock_mhz", "device_compute_s", "device_comm_s", "kernels_per_step"],
+    "overlap.csv": ["comm_dtype", "overlap_fraction", "launches", "comm_calls", "timing"],
 }
 
 
