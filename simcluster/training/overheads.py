@@ -40,15 +40,19 @@ class FrameworkOverheads:
     # lasts (h^p + d^p)^(1/p) (pass_time_s); inf is max(h, d), a launch queue that always keeps
     # the slower side busy.
     issue_exponent: float = math.inf
+    # Share of a layer's host work spent on its forward (the rest on its backward): where a
+    # probe's host time is split by phase it is measured (0.29-0.46 in the H200 probes: DTensor
+    # and FSDP hooks weigh on the forward), else FORWARD_HOST_SHARE.
+    forward_host_share: float = FORWARD_HOST_SHARE
 
     def pass_time_s(self, device_s: float, host_s: float) -> float:
         return pass_time_s(device_s, host_s, self.issue_exponent)
 
     def forward_host_s(self, layers: int) -> float:
-        return layers * self.host_s_per_layer * FORWARD_HOST_SHARE
+        return layers * self.host_s_per_layer * self.forward_host_share
 
     def backward_host_s(self, layers: int) -> float:
-        return layers * self.host_s_per_layer * (1.0 - FORWARD_HOST_SHARE)
+        return layers * self.host_s_per_layer * (1.0 - self.forward_host_share)
 
 
 def pass_time_s(device_s: float, host_s: float, exponent: float = math.inf) -> float:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from simcluster import catalog
 from simcluster.cost.model import CostModel
+from simcluster.cost.overlap import overlap_slowdown
 from simcluster.llm.spec import LlmSpec, load_llm
 from simcluster.training.overheads import FrameworkOverheads
 from simcluster.training.plan import TrainingPlan
@@ -110,9 +111,17 @@ PROBE_TOKENS = 256
 # tell (their device time is next to nothing) and no other row is fitted on, so it is not fitted:
 # inf = max(host, device), a launch queue that always keeps the slower side busy.
 ISSUE_EXPONENT = math.inf
-# The DDP overlap slowdown likewise cannot be seen at a probe (its all-reduce overlaps almost no
-# compute) and is not fitted: 0.
-OVERLAP_SLOWDOWN = 0.0
+# The overlap slowdown cannot be seen at a probe (its all-reduce overlaps almost no compute) and is
+# not fitted: it is a device measurement (calibrate/overlap.py: a layer's kernels beside the
+# collectives the strategy overlaps with backward, cost/overlap.py), none for the other strategies.
+OVERLAPPED_COLLECTIVES = {"ddp": ("all_reduce",), "fsdp": ("all_gather", "reduce_scatter")}
+
+
+def measured_overlap_slowdown(gpu: str, strategy: str, world_size: int) -> float:
+    collectives = OVERLAPPED_COLLECTIVES.get(strategy)
+    if not collectives or world_size < 2:
+        return 0.0
+    return overlap_slowdown(gpu, collectives, world_size).slowdown
 
 
 def is_probe(row) -> bool:
@@ -131,8 +140,24 @@ def model_family(name: str) -> str:
     return m.group(1) if m and m.group(1) in catalog.names("llms") else str(name)
 
 
+def forward_host_share(probes: list) -> float:
+    """The forward's share of the probes' host time for forward + backward, from the host phase
+    columns (host_forward_s, host_backward_s) where the probes have them (the pipeline's schedule
+    interleaves the phases, so its rows do not): the median over the probes, else the default."""
+    shares = []
+    for r in probes:
+        f, b = getattr(r, "host_forward_s", None), getattr(r, "host_backward_s", None)
+        if f is not None and b is not None and not (math.isnan(f) or math.isnan(b)) and f + b > 0:
+            shares.append(f / (f + b))
+    if not shares:
+        return FrameworkOverheads().forward_host_share
+    shares.sort()
+    mid = len(shares) // 2
+    return shares[mid] if len(shares) % 2 else 0.5 * (shares[mid - 1] + shares[mid])
+
+
 def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, memo: dict,
-                      exponent: float = math.inf) -> tuple[dict[str, float], float]:
+                      exponent: float = math.inf, share: float = 1.0 / 3.0) -> tuple[dict[str, float], float]:
     """({family: host_s_per_layer}, host_s_per_step) that reproduce the probe rows' step times.
 
     One host time per layer for each model family with a probe, one host time per step shared by
@@ -151,7 +176,7 @@ def _host_from_probes(probes: list, gpu: str, cm: CostModel, reserve: float, mem
         per_layer = dict(zip(families, x))
         step_s = x[len(families)] if with_step else 0.0
         return np.array([predict_row(r, gpu, cm, FrameworkOverheads(per_layer[model_family(r.model)], reserve,
-                                                                    0.0, step_s, exponent), memo)["predicted_time_s"]
+                                                                    0.0, step_s, exponent, share), memo)["predicted_time_s"]
                          for r in probes])
 
     measured = np.array([float(r.time_s) for r in probes])
@@ -189,17 +214,21 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, issue_exponent: fl
 
     host_s_per_layer per family and one host_s_per_step: _host_from_probes.
     memory_reserve_bytes: memory_reserve_bytes over the probes, shared by the families (workspaces,
-    caches and communicator buffers, not the model's tensors). issue_exponent and overlap_slowdown:
-    as given (ISSUE_EXPONENT, OVERLAP_SLOWDOWN: not fitted, the probes cannot see them)."""
+    caches and communicator buffers, not the model's tensors). issue_exponent: as given (ISSUE_EXPONENT,
+    not fitted: the probes cannot see it). overlap_slowdown: as given, else measured on the device
+    (measured_overlap_slowdown for the rows' strategy and world size)."""
     issue_exponent = ISSUE_EXPONENT if issue_exponent is None else issue_exponent
-    overlap_slowdown = OVERLAP_SLOWDOWN if overlap_slowdown is None else overlap_slowdown
     memo: dict = {}
     probes = [r for r in rows.itertuples() if is_probe(r)]
     if not probes:
         return {}
+    if overlap_slowdown is None:
+        overlap_slowdown = measured_overlap_slowdown(gpu, str(probes[0].strategy), int(probes[0].world_size))
     reserve = memory_reserve_bytes([predict_row(r, gpu, cm, memo=memo) for r in probes])
-    per_layer, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent)
-    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent) for f, h in per_layer.items()}
+    share = forward_host_share(probes)
+    per_layer, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent, share)
+    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent, share)
+            for f, h in per_layer.items()}
 
 
 def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str, int, str], FrameworkOverheads]:

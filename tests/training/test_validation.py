@@ -6,8 +6,9 @@ instruments and the only rows anything is fitted on: per GPU, strategy and world
 per layer for each probed model, one host time per step, and the memory held outside the model
 (validation.fit_overheads). A row is predicted with its own model's probe fit, else the probed model
 of the nearest width, else (a GPU with no probes: h100-sxm) the same strategy and world size on a GPU
-that has them (validation.overheads_for). The issue exponent and the DDP overlap slowdown, which a
-probe cannot see, are not fitted (inf and 0). Every other row, of every model, strategy and world
+that has them (validation.overheads_for). The issue exponent, which a probe cannot see, is not
+fitted (inf); the overlap slowdown of DDP/FSDP compute beside its collectives is a device
+measurement (overlap.csv, cost/overlap.py), not a fit. Every other row, of every model, strategy and world
 size, is held out and must be within 10% in time and in peak memory. A group the model does not yet
 hold within 10% is a strict expected failure carrying the errors measured when this was written; the
 thresholds are not loosened.
@@ -20,25 +21,39 @@ from simcluster.cost import cost_model_for
 from simcluster.training.validation import (fit_overheads, fit_strategy, is_fit_row, is_probe, measured_path,
                                             overheads_for, predict_row, read_measurements)
 
-# Host-bound eager rows scatter: their p10-p90 spread is 10-40% of the median and the same op sequence
-# runs 15-35% slower or faster from one point to the next (time_p10_s / time_p90_s / host_s columns).
+# Host-bound eager rows scatter: their p10-p90 spread is 10-40% of the median, and a lent machine's CPU
+# speed drifts (two runs of one grid differed by up to 74% on host-bound rows, within 1% on GPU-bound
+# ones), so calibrate/ times a model's points interleaved (step_timing.py) and its probes see the same host.
 # Peak memory: the end-of-backward gradients the probes peak at (the embedding's / LM head's, and under
 # torch pipelining one more gradient-sized buffer) are modelled (memory.stage_memory), so the fitted
 # reserve is only what is left (0.06-0.35 GB but DDP 1.0 GB and single 2.2 GB); FSDP's start of backward
 # holds the root's gathered weights only. Every held-out peak is within 10%: no memory gap below.
 KNOWN_GAPS = {
-    ("h200-sxm", "single", 1): "1B 1x1024 -11.7%: measured 43.1 ms (host 33.7 ms) against 38.1 ms for the 1B probe; "
-                               "host and device stall each other near balance, which max(host, device) does not hold",
-    ("h200-sxm", "ddp", 2): "1B 1x1024 -14.7% (measured 58.5 ms, p10-p90 spread 22%, probe 49.9 ms) and the traced 1B-4l "
-                            "2x1024 -16.4% (compute slowed beside the all-reduce: the overlap slowdown is not fitted)",
-    ("h200-sxm", "ddp", 4): "3B 2x2048 -11.1% (measured 254.3 ms; near balance, no overlap slowdown)",
-    ("h200-sxm", "fsdp", 2): "1B 2x2048 -13.6% (measured 105.4 ms, host 86.4 ms: near balance)",
-    ("h200-sxm", "fsdp", 4): "1B 2x2048 -18.5% (measured 108.5 ms, host 95.4 ms: near balance)",
-    ("h200-sxm", "tp", 2): "DTensor TP host time is not repeatable between points: 1B 1x1024 took 225.9 ms against "
-                           "169.7 ms for the 1x128 probe (same ops): -24.9%; 1B 4x4096 -24.1%; 3B 1x1024 +13.1% "
-                           "(344.5 ms against 389.5 ms for the 3B probe)",
-    ("h200-sxm", "tp", 4): "1B 4x4096 -23.2%, 3B 2x2048 -12.8% (host-bound: host 328 ms, 27% spread)",
+    ("h200-sxm", "ddp", 2): "the traced 1B-4l 2x1024 -17.9% (measured 32.0 ms unprofiled; its profiled step: 24.8 ms of "
+                            "compute kernels, 11.8 ms of NCCL, host 16.3 ms): ~6 ms beyond the device's compute that "
+                            "the model (26.3 ms) does not place; the trace replay holds the same step within 9%",
+    ("h200-sxm", "tp", 2): "1B 4x4096 -24.2% (measured 308.3 ms, host 217 ms, compute kernels 210 ms and NCCL 79 ms in "
+                           "its profiled step against 16.5 ms for its 64 activation all-reduces alone): near balance "
+                           "each all-reduce waits for the slower rank's host, which one host timeline per rank does "
+                           "not hold",
 }
+
+
+# Regression guards: a known gap may close (its xfail then shows as XPASS) but not grow past its figure.
+GAP_BOUNDS = {("h200-sxm", "ddp", 2): 0.19, ("h200-sxm", "tp", 2): 0.255}
+
+
+@pytest.mark.parametrize("gpu,strategy,world", sorted(GAP_BOUNDS))
+def test_known_gaps_do_not_grow(gpu, strategy, world, cms, fits):
+    assert (gpu, strategy, world) in KNOWN_GAPS
+    cm = cms.setdefault(gpu, cost_model_for(gpu, "calibrated"))
+    rows = read_measurements(measured_path(gpu))
+    rows = rows[(rows.strategy == strategy) & (rows.world_size == world)]
+    errors = [predict_row(r, gpu, cm, overheads_for(fits, gpu, r)[0]) for r in rows.itertuples() if not is_fit_row(r)]
+    assert max(abs(e["time_error"]) for e in errors) <= GAP_BOUNDS[gpu, strategy, world]
+    assert max(abs(e["memory_error"]) for e in errors) <= 0.10
+    # Only one row of each group misses.
+    assert sum(abs(e["time_error"]) > 0.10 for e in errors) == 1
 
 
 def _cases():
@@ -129,9 +144,12 @@ def test_host_probes_give_the_host_figures_per_model(strategy, world, cms):
     from simcluster.training.overheads import FrameworkOverheads
     gpu = "h200-sxm"
     cm = cms.setdefault(gpu, cost_model_for(gpu, "calibrated"))
-    truths = {"llama-3.2-1b": FrameworkOverheads(host_s_per_layer=4e-3, memory_reserve_bytes=1e9, host_s_per_step=15e-3),
+    from simcluster.training.validation import measured_overlap_slowdown
+    kappa = measured_overlap_slowdown(gpu, strategy, world)      # measured, not fitted: the truth carries it
+    truths = {"llama-3.2-1b": FrameworkOverheads(host_s_per_layer=4e-3, memory_reserve_bytes=1e9, host_s_per_step=15e-3,
+                                                 overlap_slowdown=kappa),
               "llama-3.2-3b": FrameworkOverheads(host_s_per_layer=5.2e-3, memory_reserve_bytes=1e9,
-                                                 host_s_per_step=15e-3)}
+                                                 host_s_per_step=15e-3, overlap_slowdown=kappa)}
     rows = _synthetic_rows(gpu, cm, strategy, world, truths)
     fit = fit_strategy(rows, gpu, cm)
     assert set(fit) == set(truths)
@@ -151,3 +169,22 @@ def test_host_probes_give_the_host_figures_per_model(strategy, world, cms):
     # A GPU with no probes borrows another GPU's fit of the same strategy and world size.
     fits["h100-sxm"] = {}
     assert overheads_for(fits, "h100-sxm", r3)[1] == "h200-sxm nearest: llama-3.2-1b probes"
+
+
+def test_forward_host_share_is_read_off_the_probes():
+    """The forward's share of host time comes from the probes' phase columns (median), and falls back to the
+    default where a strategy's rows have none (the pipeline)."""
+    import math
+    from types import SimpleNamespace as Row
+    from simcluster.training.overheads import FORWARD_HOST_SHARE
+    from simcluster.training.validation import forward_host_share
+    probes = [Row(host_forward_s=0.04, host_backward_s=0.06), Row(host_forward_s=0.03, host_backward_s=0.07),
+              Row(host_forward_s=0.046, host_backward_s=0.054)]
+    assert forward_host_share(probes) == pytest.approx(0.4)
+    assert forward_host_share([Row(host_forward_s=math.nan, host_backward_s=math.nan)]) == FORWARD_HOST_SHARE
+    assert forward_host_share([Row()]) == FORWARD_HOST_SHARE
+    rows = read_measurements(measured_path("h200-sxm"))
+    tp = fit_strategy(rows[(rows.strategy == "tp") & (rows.world_size == 2)], "h200-sxm",
+                      cost_model_for("h200-sxm", "calibrated"))
+    assert all(0.25 < oh.forward_host_share < 0.5 and oh.forward_host_share != FORWARD_HOST_SHARE
+               for oh in tp.values())
