@@ -227,7 +227,8 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, issue_exponent: fl
     reserve = memory_reserve_bytes([predict_row(r, gpu, cm, memo=memo) for r in probes])
     share = forward_host_share(probes)
     per_layer, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent, share)
-    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent, share)
+    by_family = {f: forward_host_share([r for r in probes if model_family(r.model) == f]) for f in per_layer}
+    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent, by_family[f])
             for f, h in per_layer.items()}
 
 
