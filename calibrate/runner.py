@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm,
-                       kernel_switch, launch, memcpy, model_forward, moe, provenance, train_step)
+                       kernel_switch, launch, memcpy, model_forward, moe, provenance, train_kernels,
+                       train_step)
 from calibrate.context import BenchContext, make_context
 
 # name: (function of a BenchContext, time budget in seconds for the full sweep).  The budgets
@@ -33,6 +34,7 @@ SINGLE_SECTIONS = {
     "launch": (launch.run, 5),
     "memcpy": (memcpy.run, 15),
     "model_forward": (model_forward.run, 60),
+    "train_kernels": (train_kernels.run, 15),
     "train_single": (train_step.run_single, 70),
 }
 

@@ -34,6 +34,7 @@ from simcluster.cost.collectives_fit import CalibratedCollectives, link_efficien
 from simcluster.cost.elementwise_fit import predict_elementwise_s, table_op
 from simcluster.cost.model import CostModel, LaunchOverhead
 from simcluster.cost.moe_fit import MATRICES, predict_moe_s
+from simcluster.cost.streaming_fit import predict_streaming_s
 from simcluster.cost.roofline import RooflineKernels
 from simcluster.cost.tables import measured_gpus
 from simcluster.hardware.gpu import GpuSpec, load_gpu
@@ -90,8 +91,17 @@ class CalibratedKernels:
             return "transferred"
         return "measured" if covered else "fitted"
 
+    def has_streaming(self, kernel: str) -> bool:
+        return kernel in self.calibration.streaming
+
     def _time_s(self, op: Op) -> tuple[float, str]:
         cal, s = self.calibration, op.shape
+        if s.get("kernel") in cal.streaming:
+            t, covered = predict_streaming_s(cal.streaming[s["kernel"]], op.bytes)
+            if self.transferred:
+                # The measured GPU's share of its HBM peak, at this GPU's peak.
+                t *= load_gpu(cal.gpu).hbm_bandwidth_bytes_per_s / self.gpu.hbm_bandwidth_bytes_per_s
+            return t, self._method(covered)
         if op.kind == "gemm" and cal.gemm:
             dtype = op.dtype if op.dtype in cal.gemm else ("bf16" if op.dtype == "fp16" else op.dtype)
             fit = cal.gemm.get(dtype) or cal.gemm.get("bf16")

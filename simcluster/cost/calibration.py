@@ -18,6 +18,7 @@ from simcluster.cost.curve_fit import CurveFit
 from simcluster.cost.elementwise_fit import fit_elementwise
 from simcluster.cost.gemm_fit import GemmDtypeFit, fit_gemm
 from simcluster.cost.moe_fit import fit_moe
+from simcluster.cost.streaming_fit import fit_streaming
 from simcluster.cost.split import SPLIT_RULE, VALIDATION_ONLY, heldout_mask
 from simcluster.cost.tables import MeasuredTables, folder_sha256, load_tables, measured_root
 from simcluster.hardware.gpu import GpuSpec
@@ -47,6 +48,8 @@ class Calibration:
     # Attention through torch's default SDPA dispatch (Implementation.attention == 'sdpa').
     prefill_sdpa: CurveFit | None = None
     decode_sdpa: CurveFit | None = None
+    # Training's streaming kernels (streaming_fit.py): kernel -> [(bytes, bytes_per_s), ...].
+    streaming: dict[str, list] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -60,6 +63,7 @@ class Calibration:
             "collectives": [c.to_json() for c in self.collectives.values()],
             "attention_prefill_sdpa": self.prefill_sdpa.to_json() if self.prefill_sdpa else None,
             "attention_decode_sdpa": self.decode_sdpa.to_json() if self.decode_sdpa else None,
+            "streaming": {k: [list(p) for p in v] for k, v in self.streaming.items()},
         }
 
     @classmethod
@@ -71,7 +75,8 @@ class Calibration:
                    opt(d.get("attention_prefill")), opt(d.get("attention_decode")), opt(d.get("moe")),
                    {k: CurveFit.from_json(v) for k, v in d.get("elementwise", {}).items()},
                    dict(d.get("launch_s", {})), {(c.op, c.world_size): c for c in curves}, d.get("provenance", {}),
-                   opt(d.get("attention_prefill_sdpa")), opt(d.get("attention_decode_sdpa")))
+                   opt(d.get("attention_prefill_sdpa")), opt(d.get("attention_decode_sdpa")),
+                   {k: [tuple(p) for p in v] for k, v in d.get("streaming", {}).items()})
 
 
 def launch_per_kernel_s(frame) -> dict[str, float]:
@@ -137,6 +142,8 @@ def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") ->
         cal.launch_s["switch"] = s
     if (f := rows("collectives.csv")) is not None:
         cal.collectives = fit_collectives(f)
+    if (f := rows("train_kernels.csv")) is not None:
+        cal.streaming = fit_streaming(f)
     cal.provenance = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "gpu": gpu.name, "split": split, "split_rule": SPLIT_RULE,

@@ -87,6 +87,10 @@ class CostModel:
         self.collectives = collectives
         self._cache: dict = {}
 
+    def measures(self, kernel: str) -> bool:
+        """Whether a streaming kernel (Op.shape['kernel']: 'adamw.fused', ...) has measured rates."""
+        return bool(getattr(self.kernels, "has_streaming", lambda _: False)(kernel))
+
     def collective_s(self, op: Op) -> tuple[float, str]:
         if self.collectives is not None:
             return self.collectives.time_s(op.collective, op.message_bytes, op.group_size, op.scope)

@@ -10,6 +10,7 @@ Held out are whole SHAPES the fit never sees, chosen by rule, never by random ro
 - moe.csv: every 4th (tokens, imbalance) point of each expert layout;
 - elementwise.csv: every 4th token count of each (op, hidden);
 - collectives.csv: every 3rd message size of each (op, world size), the smallest and largest kept;
+- train_kernels.csv: every size of each (op, impl) but the smallest and largest (interpolated);
 - model_forward.csv and train_step.csv are never fitted: they are validation only.
 """
 
@@ -62,6 +63,8 @@ def heldout_mask(name: str, frame: pd.DataFrame) -> np.ndarray:
         return _every(frame, ["n_experts", "hidden", "expert_ffn"], ["tokens", "imbalance"], GRID_STRIDE, GRID_OFFSET)
     if name == "elementwise.csv":
         return _every(frame, ["op", "hidden"], ["tokens"], GRID_STRIDE, GRID_OFFSET)
+    if name == "train_kernels.csv":
+        return _every(frame, ["op", "impl"], ["elements"], 1, 0, keep_ends=True)
     if name == "collectives.csv":
         return _every(frame, ["op", "world_size"], ["bytes"], COLLECTIVE_STRIDE, COLLECTIVE_OFFSET, keep_ends=True)
     return np.zeros(len(frame), bool)

@@ -37,6 +37,7 @@ REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
     "router.csv": (("tokens", "num"), ("n_experts", "num"), ("top_k", "num"), ("hidden", "num"),
                    ("time_s", "num")),
     "elementwise.csv": (("op", "str"), ("tokens", "num"), ("hidden", "num"), ("time_s", "num")),
+    "train_kernels.csv": (("op", "str"), ("impl", "str"), ("elements", "num"), ("time_s", "num"), ("bytes", "num")),
     "launch.csv": (("mode", "str"), ("n_kernels", "num"), ("time_s", "num")),
     "kernel_switch.csv": (("chain", "str"), ("op", "str"), ("n_kernels", "num"), ("time_s", "num")),
     "memcpy.csv": (("direction", "str"), ("bytes", "num"), ("time_s", "num")),

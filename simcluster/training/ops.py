@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from simcluster.cost.model import CostModel
+from simcluster.cost.streaming_fit import ADAMW_FOREACH, ADAMW_FUSED, LOSS_BACKWARD, LOSS_FORWARD
 from simcluster.llm import params
 from simcluster.llm.ops import Op, gemm, linear_ops, prefill_attention_op, stage_layers
 from simcluster.llm.spec import LlmSpec
@@ -25,6 +26,7 @@ ELEMENTWISE_BACKWARD_RATIO = 2.0
 # Cross-entropy over fp32 logits: read the bf16 logits, write the fp32 copy, log-softmax reads it
 # and writes its output (2 + 4 + 4 + 4 bytes per logit).
 LOSS_BYTES_PER_LOGIT = 14.0
+TRAINING_ATTENTION = "sdpa"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: in
         ops = [gemm("lm_head", tokens, llm.vocab_size, llm.hidden_size, "bf16") if o.name == "lm_head" else o
                for o in ops]
     ops = [streaming_op("loss.cross_entropy", o.shape["tokens"] * o.shape["hidden"] * LOSS_BYTES_PER_LOGIT,
-                        o.flops) if o.kind == "sampling" else o for o in ops if o.name != "pp.send"]
+                        o.flops, LOSS_FORWARD) if o.kind == "sampling" else o for o in ops if o.name != "pp.send"]
     if plan.param_dtype == "fp32" and plan.zero < 3:
         # Autocast casts each fp32 weight to bf16 once per forward: read 4 B, write 2 B.
         dense, expert = chunk_params(llm, plan, index, n_chunks)
@@ -92,18 +94,24 @@ def chunk_forward_ops(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: in
     s = plan.seq_len
     # Causal pairs per sequence s(s+1)/2; load-balanced ring attention gives each CP rank 1/cp of them.
     pairs = plan.micro_batch * s * (s + 1) / 2.0 / plan.cp
-    attn = prefill_attention_op(llm, plan.micro_batch, tokens, plan.micro_batch * s, pairs, plan.tp, layers)
+    # Training runs attention through SDPA's dispatch (cuDNN's fused kernels on Hopper, as torch
+    # and Transformer Engine do): priced from its own tables, the flash table where they are absent.
+    attn = prefill_attention_op(llm, plan.micro_batch, tokens, plan.micro_batch * s, pairs, plan.tp, layers,
+                                attention=TRAINING_ATTENTION)
     at = next(i for i, o in enumerate(ops) if o.kind == "rope") + 1
     return ops[:at] + [attn] + ops[at:]
 
 
-def streaming_op(name: str, bytes_: float, flops: float) -> Op:
+def streaming_op(name: str, bytes_: float, flops: float, kernel: str | None = None) -> Op:
     """A memory-bound kernel moving `bytes_` through HBM (loss, casts, optimizer), shaped as the
     residual add the calibration measures (3 passes over tokens × 4096 bf16 elements), so a
-    calibrated model times it at the measured streaming bandwidth for that many bytes."""
+    calibrated model times it at the measured streaming bandwidth for that many bytes; `kernel`
+    names a measured streaming kernel (cost/streaming_fit.py) whose own rate takes precedence."""
     width = 4096
-    return Op(name, "elementwise", flops=flops, bytes=bytes_, dtype="bf16",
-              shape={"tokens": max(1.0, bytes_ / (3 * 2 * width)), "hidden": width})
+    shape = {"tokens": max(1.0, bytes_ / (3 * 2 * width)), "hidden": width}
+    if kernel is not None:
+        shape["kernel"] = kernel
+    return Op(name, "elementwise", flops=flops, bytes=bytes_, dtype="bf16", shape=shape)
 
 
 def chunk_params(llm: LlmSpec, plan: TrainingPlan, index: int, n_chunks: int) -> tuple[float, float]:
@@ -172,6 +180,10 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
             attn_fwd += t
             b_in += ATTENTION_BACKWARD_RATIO * t
             flops += ATTENTION_BACKWARD_RATIO * f
+        elif o.shape.get("kernel") == LOSS_FORWARD and cm.measures(LOSS_BACKWARD):
+            b_in += cm.op(replace(o, name="loss.cross_entropy.backward", shape={**o.shape, "kernel": LOSS_BACKWARD}),
+                          cuda_graphs=False).time_s
+            flops += f
         else:
             b_in += ELEMENTWISE_BACKWARD_RATIO * t
             flops += f
@@ -242,7 +254,9 @@ def adam_bytes_per_param(plan: TrainingPlan) -> float:
     return dtype_bytes(plan.grad_dtype) + 4 * state + 2 * master + copy
 
 
-def optimizer_op(plan: TrainingPlan, local_params: float) -> Op:
+def optimizer_op(plan: TrainingPlan, local_params: float, impl: str = "fused") -> Op:
     """One Adam(W) step over the parameters this GPU updates (its ZeRO shard when zero >= 1).
-    ~12 FLOPs per parameter (moments, bias correction, sqrt, divide, weight decay)."""
-    return streaming_op("optimizer.adam", adam_bytes_per_param(plan) * local_params, 12.0 * local_params)
+    ~12 FLOPs per parameter (moments, bias correction, sqrt, divide, weight decay). `impl`
+    ('fused' or 'foreach', as torch.optim runs it) names the measured kernel rate to use."""
+    return streaming_op("optimizer.adam", adam_bytes_per_param(plan) * local_params, 12.0 * local_params,
+                        ADAMW_FUSED if impl == "fused" else ADAMW_FOREACH)

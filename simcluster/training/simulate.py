@@ -263,8 +263,8 @@ def _optimizer_s(plan: TrainingPlan, cm: CostModel, groups: Groups, chunks: list
     shard_d = groups.dp.size if plan.zero >= 1 else 1
     shard_e = groups.expert_dp.size if plan.zero >= 1 else 1
     local = dense / shard_d + expert / shard_e
-    op = optimizer_op(plan, local)
-    if optimizer_impl == "foreach":
+    op = optimizer_op(plan, local, optimizer_impl)
+    if optimizer_impl == "foreach" and not cm.measures(op.shape["kernel"]):
         # torch's foreach AdamW makes ~8 elementwise passes (decay, lerp, mul, addcmul, sqrt, div,
         # add, addcdiv) instead of one fused pass: ~80 bytes per fp32 parameter instead of 28.
         op = streaming_op(op.name, op.bytes * 80.0 / 28.0, op.flops)
