@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm,
+from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, gemm, graph_gap,
                        kernel_switch, launch, memcpy, model_forward, moe, provenance, train_kernels,
                        train_step)
 from calibrate.context import BenchContext, make_context
@@ -28,6 +28,7 @@ SINGLE_SECTIONS = {
     "gemm_misaligned": (gemm.run_misaligned, 6),
     "decode_kernels": (decode_kernels.run, 10),
     "kernel_switch": (kernel_switch.run, 5),
+    "graph_gap": (graph_gap.run, 10),
     "moe": (moe.run, 40),
     "router": (moe.run_router, 8),
     "elementwise": (elementwise.run, 30),

@@ -25,6 +25,7 @@ COLUMNS = {
     "router.csv": ["tokens", "n_experts", "top_k", "hidden", "time_s"],
     "elementwise.csv": ["op", "tokens", "hidden", "time_s"],
     "train_kernels.csv": ["op", "impl", "elements", "time_s"],
+    "graph_gap.csv": ["chain", "n_kernels", "time_s", "kernel_s", "gap_per_kernel_s"],
     "launch.csv": ["mode", "n_kernels", "time_s"],
     "model_forward.csv": ["model", "phase", "batch", "seq_len", "context_len", "mode", "time_s"],
     "decode_kernels.csv": ["model", "batch", "context_len", "kernel", "calls_per_step", "time_s"],
