@@ -190,7 +190,7 @@ def calibrated_cost_model(gpu: GpuSpec, node=None, links: LinkParams | None = No
             if name not in calibrations:
                 calibrations[name] = load_calibration(load_gpu(name))
     launch = LaunchOverhead(**{f"{m}_s": v for m, v in cal.launch_s.items()
-                               if m in ("eager", "cuda_graph", "switch")})
+                               if m in ("eager", "cuda_graph", "switch", "graph_gap", "graph_gap_large")})
     cm = CostModel(gpu, links, kernels=CalibratedKernels(gpu, cal, transferred), launch=launch)
     cm.collectives = calibrated_collectives(gpu, node, cm.links, calibrations)
     return cm

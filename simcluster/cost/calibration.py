@@ -107,6 +107,13 @@ def switch_s(frame) -> float | None:
     return max(0.0, float(np.mean(mixed) - np.mean(same)))
 
 
+def graph_gaps(frame) -> dict[str, float]:
+    """graph_gap.csv's chains as LaunchOverhead fields: the small-kernel chain's gap per kernel
+    ('graph_gap'), the decode-layer chain's (led by its projection GEMMs: 'graph_gap_large')."""
+    names = {"small_elementwise": "graph_gap", "decode_layer": "graph_gap_large"}
+    return {names[c]: max(0.0, float(g)) for c, g in zip(frame["chain"], frame["gap_per_kernel_s"]) if c in names}
+
+
 def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") -> Calibration:
     """Fit every family from `tables`. split 'all' uses every microbenchmark row; 'fit' leaves out
     the held-out shapes of cost/split.py. Whole-model and training rows are never used."""
@@ -140,6 +147,8 @@ def fit_calibration(tables: MeasuredTables, gpu: GpuSpec, split: str = "all") ->
         cal.launch_s = launch_per_kernel_s(f)
     if (f := rows("kernel_switch.csv")) is not None and (s := switch_s(f)) is not None:
         cal.launch_s["switch"] = s
+    if (f := rows("graph_gap.csv")) is not None:
+        cal.launch_s.update(graph_gaps(f))
     if (f := rows("collectives.csv")) is not None:
         cal.collectives = fit_collectives(f)
     if (f := rows("train_kernels.csv")) is not None:

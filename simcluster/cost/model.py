@@ -10,6 +10,9 @@ from simcluster.hardware.gpu import GpuSpec
 from simcluster.llm.ops import Op
 
 
+LARGE_KERNEL_KINDS = ("gemm", "moe", "attention_prefill", "attention_decode")
+
+
 @dataclass(frozen=True)
 class LaunchOverhead:
     """Host-side gap per kernel launch. Eager PyTorch pays Python + dispatcher + launch per kernel;
@@ -22,9 +25,20 @@ class LaunchOverhead:
     eager_s: float = 12e-6
     cuda_graph_s: float = 2.5e-6
     switch_s: float = 0.0
+    # Device idle between consecutive kernels of a CUDA-graph replay (calibrate/graph_gap.py), beyond
+    # each kernel's table time: graph_gap_s after a small (elementwise, norm) kernel, graph_gap_large_s
+    # after a GEMM / attention / MoE kernel. 0 where not measured.
+    graph_gap_s: float = 0.0
+    graph_gap_large_s: float = 0.0
 
     def per_kernel_s(self, cuda_graphs: bool) -> float:
         return self.cuda_graph_s if cuda_graphs else self.eager_s
+
+    def gap_s(self, kind: str) -> float:
+        """Idle device time after one kernel of `kind` between stream-ordered kernels: measured in a
+        graph replay, a lower bound for eager launches too (which add the host's gaps, per_kernel_s,
+        where the host is the slower side)."""
+        return self.graph_gap_large_s if kind in LARGE_KERNEL_KINDS else self.graph_gap_s
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,8 @@ class CostModel:
         t, method = self.kernels.time_s(op)
         t += self.launch.switch_s
         gap = self.launch.per_kernel_s(cuda_graphs)
-        return OpEstimate(op.name, op.kind, op.repeat, max(t, op.kernels * gap) * op.repeat, t, method,
+        busy = t + op.kernels * self.launch.gap_s(op.kind)
+        return OpEstimate(op.name, op.kind, op.repeat, max(busy, op.kernels * gap) * op.repeat, t, method,
                           bound(op, self.gpu), op.flops, op.bytes)
 
     def iteration(self, ops: list[Op], cuda_graphs: bool = True) -> IterationEstimate:

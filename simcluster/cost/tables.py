@@ -40,6 +40,7 @@ REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
     "train_kernels.csv": (("op", "str"), ("impl", "str"), ("elements", "num"), ("time_s", "num"), ("bytes", "num")),
     "launch.csv": (("mode", "str"), ("n_kernels", "num"), ("time_s", "num")),
     "kernel_switch.csv": (("chain", "str"), ("op", "str"), ("n_kernels", "num"), ("time_s", "num")),
+    "graph_gap.csv": (("chain", "str"), ("n_kernels", "num"), ("time_s", "num"), ("gap_per_kernel_s", "num")),
     "memcpy.csv": (("direction", "str"), ("bytes", "num"), ("time_s", "num")),
     "model_forward.csv": (("model", "str"), ("phase", "str"), ("batch", "num"), ("seq_len", "num"),
                           ("context_len", "num"), ("mode", "str"), ("time_s", "num")),
