@@ -211,6 +211,18 @@ def chunk_cost(llm: LlmSpec, plan: TrainingPlan, cm: CostModel, groups: Groups, 
         comm_f += layers * max(0.0, per_layer_f - attn_layer)
         comm_b += layers * max(0.0, 2 * per_layer_f - ATTENTION_BACKWARD_RATIO * attn_layer)
     dense, expert = chunk_params(llm, plan, index, n_chunks)
+    if index == 0 and "embedding" in {o.name for o in ops}:
+        # The input embedding's backward: torch writes a dense fp32 gradient of the whole table
+        # (zero-fill, 4 B a weight) and, for a tied LM head, adds it into the head's gradient
+        # (read 2 × 4 B, write 4 B): 0.3 + 0.7 ms for Llama-3.2-1B's 262M-weight table on an H200.
+        table = llm.vocab_size * llm.hidden_size / (plan.tp if plan.vocab_parallel else 1)
+        b_w += cm.op(streaming_op("embedding.grad", table * (16.0 if llm.tie_embeddings else 4.0), 0.0),
+                     cuda_graphs=False).time_s
+    if plan.zero < 3 and groups.dp.size > 1:
+        # Data-parallel gradients are scaled by 1/dp before their reduction (torch DDP divides each
+        # bucket in place; Megatron scales its grad buffer): one read and one write of every gradient.
+        grad_bytes = (dense + expert) * dtype_bytes(plan.grad_dtype)
+        b_w += cm.op(streaming_op("dp.grad_scale", 2.0 * grad_bytes, 0.0), cuda_graphs=False).time_s
     if plan.zero == 3 and groups.dp.size > 1:
         fwd_copy, bwd_copy = fsdp_copy_bytes(dense + expert, groups.dp.size, plan.param_dtype, plan.grad_dtype)
         fwd += cm.op(streaming_op("fsdp.gather_copies", fwd_copy, 0.0), cuda_graphs=False).time_s

@@ -131,6 +131,7 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
 
 
 def test_union_of_kernel_intervals():
+    pytest.importorskip("torch")
     from calibrate.step_timing import union_s as _union_s
     # Overlapping, nested, touching and disjoint intervals (microseconds).
     spans = [(0, 10), (5, 15), (6, 7), (15, 20), (30, 40)]

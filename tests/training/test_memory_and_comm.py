@@ -104,3 +104,40 @@ def test_bad_plans_raise_one_line(change, field):
     with pytest.raises(PlanError, match=field) as err:
         validate_plan(TrainingPlan(**kw), LLAMA8)
     assert "\n" not in str(err.value)
+
+
+def test_embedding_backward_and_data_parallel_grad_scale_are_priced():
+    """The first chunk's backward writes the embedding's dense gradient (and, tied, adds it into the LM head's),
+    and data parallelism below ZeRO-3 scales every gradient once before its reduction: both streaming passes
+    are in the backward weight time, at the calibrated streaming rate, and nowhere else."""
+    from dataclasses import replace
+
+    from simcluster.training.ops import chunk_cost, streaming_op
+
+    cm = cost_model_for("h200-sxm", "calibrated")
+    llm = load_llm("llama-3.2-1b")
+    assert llm.tie_embeddings
+
+    def cost(llm, dp, zero=0, index=0, n_chunks=1):
+        plan = TrainingPlan(gpu="h200-sxm", n_gpus=dp, dp=dp, zero=zero, seq_len=2048, micro_batch=1,
+                            global_batch=dp, param_dtype="fp32", grad_dtype="fp32", master_weights=False)
+        return chunk_cost(llm, plan, cm, plan_groups(plan, 8), index, n_chunks)
+
+    one, two = cost(llm, 1), cost(llm, 2)
+    params = one.dense_params
+    scale = cm.op(streaming_op("dp.grad_scale", 2.0 * params * 4.0, 0.0), cuda_graphs=False).time_s
+    assert two.backward_weight_s - one.backward_weight_s == pytest.approx(scale, rel=1e-6)
+    assert cost(llm, 2, zero=3).backward_weight_s != two.backward_weight_s      # FSDP: no separate pass
+    table = llm.vocab_size * llm.hidden_size
+    untied = replace(llm, tie_embeddings=False)
+    tied_s = cm.op(streaming_op("e", table * 16.0, 0.0), cuda_graphs=False).time_s
+    untied_s = cm.op(streaming_op("e", table * 4.0, 0.0), cuda_graphs=False).time_s
+    # Untying also gives the LM head its own fp32 gradient cast (amp.grad_cast, 6 B a weight).
+    head_cast_s = (cm.op(streaming_op("c", (params + table) * 6.0, 0.0), cuda_graphs=False).time_s
+                   - cm.op(streaming_op("c", params * 6.0, 0.0), cuda_graphs=False).time_s)
+    untied_cost = cost(untied, 1)
+    assert one.backward_weight_s - untied_cost.backward_weight_s == pytest.approx(
+        tied_s - untied_s - head_cast_s, rel=0.02)
+    # Later pipeline chunks hold no embedding: no embedding pass there.
+    last = cost(llm, 1, index=1, n_chunks=2)
+    assert last.backward_weight_s < one.backward_weight_s
