@@ -16,6 +16,7 @@ from simcluster.cost.calibration import Calibration, fit_calibration
 from simcluster.cost.elementwise_fit import predict_elementwise_s
 from simcluster.cost.fit import ape
 from simcluster.cost.moe_fit import predict_moe_s
+from simcluster.cost.streaming_fit import LOSS_BACKWARD, LOSS_FORWARD, predict_streaming_s
 from simcluster.cost.split import heldout_mask
 from simcluster.cost.tables import MeasuredTables
 from simcluster.hardware.gpu import GpuSpec
@@ -85,6 +86,20 @@ def kernel_predictions(cal: Calibration, tables: MeasuredTables, gpu: GpuSpec) -
             if curve is not None:
                 t, c = curve.predict_s(r.bytes)
                 add("collectives", f"{r.op} n{r.world_size:g} {r.bytes:g}B", r.time_s, t, c)
+    if (f := _held(tables, "train_kernels.csv")) is not None:
+        full = tables.get("train_kernels.csv")
+        for r in f.itertuples():
+            if r.op == "adamw" and f"adamw.{r.impl}" in cal.streaming:
+                t, c = predict_streaming_s(cal.streaming[f"adamw.{r.impl}"], r.bytes)
+            elif r.op == "cross_entropy_fwd" and LOSS_FORWARD in cal.streaming:
+                t, c = predict_streaming_s(cal.streaming[LOSS_FORWARD], r.bytes)
+            elif r.op == "cross_entropy_fwd_bwd" and {LOSS_FORWARD, LOSS_BACKWARD} <= set(cal.streaming):
+                t = predict_streaming_s(cal.streaming[LOSS_FORWARD], r.bytes)[0] \
+                    + predict_streaming_s(cal.streaming[LOSS_BACKWARD], r.bytes)[0]
+                c = bool(len(full[(full["op"] == "cross_entropy_fwd") & (full["elements"] == r.elements)]))
+            else:
+                continue
+            add("train_kernels", f"{r.op} {r.impl} {r.elements:g}", r.time_s, t, c)
     rows += unmeasured_world_predictions(tables, gpu)
     return pd.DataFrame(rows, columns=["gpu", "family", "shape", "measured_s", "predicted_s", "method"])
 

@@ -32,8 +32,9 @@ per family and every prediction in `predictions.csv`); calibrate your own GPU wi
 NOTES = """
 ## Reading the table
 
-- **Kernel families** (`gemm_*`, `attention_*`, `moe`, `elementwise`, `collectives`) compare
-  single-kernel predictions with microbenchmarks of the same kernels.
+- **Kernel families** (`gemm_*`, `attention_*`, `moe`, `elementwise`, `collectives`,
+  `train_kernels`: the AdamW step and the fp32 loss) compare single-kernel predictions with
+  microbenchmarks of the same kernels.
 - **`attention_*_sdpa`** time the same attention grids through PyTorch's
   `scaled_dot_product_attention` with its default backend choice (cuDNN on Hopper), as the
   plain-PyTorch Llama calls it; plain `attention_*` pin the flash backend, the serving form.
