@@ -164,9 +164,12 @@ def device_busy(step, device) -> DeviceBusy | None:
                       int(max_over_ranks(float(kernels), device)))
 
 
+OOM = "out of memory"
+
+
 def _error(exc: Exception) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return "out of memory"
+        return OOM
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
 

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from calibrate.context import BenchContext
 from calibrate.llama import LLAMA_3_2_1B, LLAMA_3_2_3B, SMOKE, Llama, lm_loss, probe_gqa
 from calibrate.pipeline import PipelineStep
-from calibrate.step_timing import (MIN_TIMED_STEPS, TIMED_STEPS, WARMUP_STEPS, StepTiming, cleanup,
+from calibrate.step_timing import (MIN_TIMED_STEPS, OOM, TIMED_STEPS, WARMUP_STEPS, StepTiming, cleanup,
                                    time_interleaved)
 from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap_tp
 
@@ -111,6 +111,36 @@ def family(cfg) -> str:
     return cfg.name.removesuffix(f"-{PROBE_LAYERS}l")
 
 
+def _time_group(group, strategy: str, device, gqa: str, grad_accum: int, smoke: bool):
+    """([(cfg, mb, seq)], [StepTiming or error], {(name, mb, seq): (precision, detail, dp)}) of one
+    model family's points timed interleaved; the models are freed when it returns."""
+    wrapped, described = {}, {}     # cfg.name -> Wrapped; point -> (precision, detail, dp)
+
+    def maker(cfg, points, mb, seq):
+        def make():
+            key = (cfg.name, mb, seq)
+            if strategy == "pp":
+                step = PipelineStep(cfg, device, mb, seq, grad_accum, gqa)
+                described[key] = (step.precision, step.detail, 1)
+                return step
+            if cfg.name not in wrapped:
+                torch.manual_seed(0)
+                model = Llama(cfg, max_pos=max(s for _, s in points), device=device)
+                model.set_gqa(gqa)
+                wrapped[cfg.name] = wrap(strategy, model, device)
+            w = wrapped[cfg.name]
+            described[key] = (w.precision, w.detail, w.data_parallel)
+            return data_parallel_step(w, *_batch(cfg, mb, seq, device, seed=1), device)
+        # Each pipeline point builds its own stages; the other strategies share the model.
+        return ((cfg.name, mb, seq) if strategy == "pp" else cfg.name), make
+
+    makers = [maker(cfg, points, mb, seq) for cfg, points in group for mb, seq in points]
+    timings = time_interleaved(makers, device, smoke)
+    rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
+    wrapped.clear()
+    return rows, timings, described
+
+
 def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_step.csv",
                  detail_suffix: str = "") -> None:
     """All (model, micro-batch, sequence) points of one strategy into train_step.csv; the points of
@@ -125,37 +155,22 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
             if ctx.expired():
                 ctx.skipped += sum(len(points) for _, points in group)
                 continue
-            wrapped, described = {}, {}     # cfg.name -> Wrapped; point -> (precision, detail, dp)
-
-            def maker(cfg, points, mb, seq):
-                def make():
-                    key = (cfg.name, mb, seq)
-                    if strategy == "pp":
-                        step = PipelineStep(cfg, device, mb, seq, grad_accum, gqa)
-                        described[key] = (step.precision, step.detail, 1)
-                        return step
-                    if cfg.name not in wrapped:
-                        torch.manual_seed(0)
-                        model = Llama(cfg, max_pos=max(s for _, s in points), device=device)
-                        model.set_gqa(gqa)
-                        wrapped[cfg.name] = wrap(strategy, model, device)
-                    w = wrapped[cfg.name]
-                    described[key] = (w.precision, w.detail, w.data_parallel)
-                    return data_parallel_step(w, *_batch(cfg, mb, seq, device, seed=1), device)
-                # Each pipeline point builds its own stages; the other strategies share the model.
-                return ((cfg.name, mb, seq) if strategy == "pp" else cfg.name), make
-
-            makers = [maker(cfg, points, mb, seq) for cfg, points in group for mb, seq in points]
-            timings = time_interleaved(makers, device, ctx.smoke)
-            rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
+            rows, timings, described = _time_group(group, strategy, device, gqa, grad_accum, ctx.smoke)
+            cleanup(device)
             for (cfg, mb, seq), timing in zip(rows, timings):
+                suffix = detail_suffix
+                if timing == OOM and len(rows) > 1 and not ctx.expired():
+                    # Too large beside the other models of its family: timed alone (not interleaved).
+                    _, (timing,), alone = _time_group([(cfg, [(mb, seq)])], strategy, device, gqa,
+                                                      grad_accum, ctx.smoke)
+                    described.update(alone)
+                    suffix += "; timed alone (out of memory beside its family's other points)"
+                    cleanup(device)
                 if isinstance(timing, str):
                     ctx.note(f"train_step {cfg.name} {strategy} ws={world} mb={mb} s={seq}: {timing}")
                     continue
                 _write_row(out, cfg, strategy, world, mb, seq, grad_accum, timing,
-                           *described[cfg.name, mb, seq], detail_suffix)
-            wrapped = described = timings = None
-            cleanup(device)
+                           *described[cfg.name, mb, seq], suffix)
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, then "
              f"{MIN_TIMED_STEPS}-{TIMED_STEPS} rounds of one step of each of a model's points "
              f"(interleaved, the order reversed every other round), median per point (host clock, "

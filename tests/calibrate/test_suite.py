@@ -426,3 +426,32 @@ def test_partial_multi_rerun_replaces_only_its_own_rows():
     assert section_of({"op": "all_reduce", "world_size": "2"}) == "collectives"
     assert section_of({"strategy": "fsdp", "detail": "FSDP2"}) == "train_fsdp"
     assert section_of({"strategy": "ddp", "detail": "DDP; traced, timed unprofiled"}) == "trace"
+
+
+def test_a_point_out_of_memory_beside_its_family_is_timed_alone(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import calibrate.train_step as ts
+    from calibrate.context import make_context
+    from calibrate.step_timing import OOM, StepTiming
+    from calibrate.table import read_table
+
+    timing = StepTiming(0.5, 0.4, 0.6, 0.3, 1000, 15)
+    calls = []
+
+    def fake_group(group, strategy, device, gqa, grad_accum, smoke):
+        rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
+        calls.append(len(rows))
+        described = {(cfg.name, mb, seq): ("p", "d", 1) for cfg, mb, seq in rows}
+        # Beside its family the largest point runs out of memory; alone it fits.
+        out = [OOM if len(rows) > 1 and mb * seq == max(m * s for _, m, s in rows) else timing
+               for _, mb, seq in rows]
+        return rows, out, described
+
+    monkeypatch.setattr(ts, "_time_group", fake_group)
+    ctx = make_context(torch.device("cpu"), tmp_path, True)
+    ctx.with_deadline(1e9)
+    ts.run_strategy(ctx, "single")
+    rows = read_table(tmp_path / "train_step.csv")
+    alone = [r for r in rows if "timed alone" in r["detail"]]
+    assert len(rows) == sum(len(p) for _, p in ts.train_grid(True, "single"))
+    assert len(alone) == 1 and calls == [len(rows), 1]          # the family together, then the one alone
