@@ -18,7 +18,7 @@ from calibrate.table import COLUMNS, EXTRA_COLUMNS, read_table  # noqa: E402
 
 def test_window_stats_counts_only_calls_inside_the_loop():
     pytest.importorskip("torch")
-    from calibrate.overlap import window_stats
+    from calibrate.overlap_clock import window_stats
     # Calls of 1, 2, 2, 2, 1 s from t=0; the compute loop runs 1..7: calls 2, 3, 4 lie inside.
     per_call, share = window_stats(1.0, 7.0, [0.0, 1.0, 3.0, 5.0, 7.0, 8.0])
     assert per_call == pytest.approx(2.0)
