@@ -107,10 +107,15 @@ def predict_row(row, gpu: str, cm: CostModel, overheads: FrameworkOverheads | No
 # the only rows anything is fitted on; every other row, of every model, strategy and world size, is
 # held out and only scored.
 PROBE_TOKENS = 256
-# How host and device stall each other near balance (overheads.pass_time_s). The probes cannot
-# tell (their device time is next to nothing) and no other row is fitted on, so it is not fitted:
-# inf = max(host, device), a launch queue that always keeps the slower side busy.
+# How host and device stall each other near balance (overheads.pass_time_s). A host probe cannot
+# tell (its device time is next to nothing): inf = max(host, device), a launch queue that always
+# keeps the slower side busy. Tensor parallelism, whose per-layer collectives make the ranks' hosts
+# and devices wait on each other, has a balance probe instead (calibrate/train_step.py BALANCE_PROBE:
+# Llama-3.2-1B, 3 x 4096 tokens, where host and device times meet), a calibration row like the host
+# probes: the exponent is the one of EXPONENT_GRID that reproduces it best.
 ISSUE_EXPONENT = math.inf
+BALANCE_PROBES = {("tp", "llama-3.2-1b", 3, 4096)}
+EXPONENT_GRID = tuple(1.0 + 0.25 * i for i in range(1, 29)) + (math.inf,)
 # The overlap slowdown cannot be seen at a probe (its all-reduce overlaps almost no compute) and is
 # not fitted: it is a device measurement (calibrate/overlap.py: a layer's kernels beside the
 # collectives the strategy overlaps with backward, cost/overlap.py), none for the other strategies.
@@ -128,9 +133,27 @@ def is_probe(row) -> bool:
     return int(row.micro_batch) * int(row.seq_len) <= PROBE_TOKENS
 
 
+def is_balance_probe(row) -> bool:
+    return (str(row.strategy), str(row.model), int(row.micro_batch), int(row.seq_len)) in BALANCE_PROBES
+
+
 def is_fit_row(row) -> bool:
-    """The fit split is the probes and nothing else."""
-    return is_probe(row)
+    """The fit split is the probes (host and balance) and nothing else."""
+    return is_probe(row) or is_balance_probe(row)
+
+
+def fit_issue_exponent(balance: list, gpu: str, cm: CostModel, fitted: dict[str, FrameworkOverheads],
+                       memo: dict) -> float:
+    """The exponent of EXPONENT_GRID (first of the best) that puts the balance probes closest to
+    their measured step times (the largest relative error), the host figures held as the host
+    probes gave them; inf without balance probes."""
+    if not balance:
+        return ISSUE_EXPONENT
+
+    def worst(p: float) -> float:
+        return max(abs(predict_row(r, gpu, cm, replace(fitted[model_family(r.model)], issue_exponent=p),
+                                   memo)["time_error"]) for r in balance)
+    return min(EXPONENT_GRID, key=worst)
 
 
 def model_family(name: str) -> str:
@@ -214,12 +237,14 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, issue_exponent: fl
 
     host_s_per_layer per family and one host_s_per_step: _host_from_probes.
     memory_reserve_bytes: memory_reserve_bytes over the probes, shared by the families (workspaces,
-    caches and communicator buffers, not the model's tensors). issue_exponent: as given (ISSUE_EXPONENT,
-    not fitted: the probes cannot see it). overlap_slowdown: as given, else measured on the device
+    caches and communicator buffers, not the model's tensors). issue_exponent: as given, else fitted
+    on the balance probes among rows (fit_issue_exponent), else ISSUE_EXPONENT. overlap_slowdown: as given, else measured on the device
     (measured_overlap_slowdown for the rows' strategy and world size)."""
+    given_exponent = issue_exponent
     issue_exponent = ISSUE_EXPONENT if issue_exponent is None else issue_exponent
     memo: dict = {}
     probes = [r for r in rows.itertuples() if is_probe(r)]
+    balance = [r for r in rows.itertuples() if is_balance_probe(r)]
     if not probes:
         return {}
     if overlap_slowdown is None:
@@ -228,8 +253,13 @@ def fit_strategy(rows: pd.DataFrame, gpu: str, cm: CostModel, issue_exponent: fl
     share = forward_host_share(probes)
     per_layer, step = _host_from_probes(probes, gpu, cm, reserve, memo, issue_exponent, share)
     by_family = {f: forward_host_share([r for r in probes if model_family(r.model) == f]) for f in per_layer}
-    return {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent, by_family[f])
-            for f, h in per_layer.items()}
+    fitted = {f: FrameworkOverheads(h, reserve, overlap_slowdown, step, issue_exponent, by_family[f])
+              for f, h in per_layer.items()}
+    balance = [r for r in balance if model_family(r.model) in fitted]
+    if given_exponent is None and balance:
+        p = fit_issue_exponent(balance, gpu, cm, fitted, memo)
+        fitted = {f: replace(oh, issue_exponent=p) for f, oh in fitted.items()}
+    return fitted
 
 
 def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str, int, str], FrameworkOverheads]:
@@ -238,7 +268,7 @@ def fit_overheads(rows: pd.DataFrame, gpu: str, cm: CostModel) -> dict[tuple[str
     out: dict[tuple[str, int, str], FrameworkOverheads] = {}
     if rows.empty:
         return out
-    probes = rows[[is_probe(r) for r in rows.itertuples()]]
+    probes = rows[[is_fit_row(r) for r in rows.itertuples()]]
     for (strategy, ws), g in probes.groupby(["strategy", "world_size"], sort=True):
         out.update({(str(strategy), int(ws), f): oh for f, oh in fit_strategy(g, gpu, cm).items()})
     return out
