@@ -1,9 +1,10 @@
 """Predicting measured training steps (profiles/measured/<gpu>/train_step.csv, written by
-calibrate/train_step.py) and fitting the eager-framework overheads on the host probes only.
+calibrate/train_step.py) and fitting the eager-framework overheads on the probes only.
 
 The split is what a user would make on their own cluster: the host probes (1 x 128 tokens, every
-model measured: is_probe) are calibration instruments, the only rows anything is fitted on; every
-other row, of every model, strategy and world size, is held out and only scored (issue #5).
+model measured: is_probe) and tensor parallelism's balance probe (is_balance_probe) are calibration
+instruments, the only rows anything is fitted on; every other row, of every model, strategy and
+world size, is held out and only scored (issue #5).
 
 Each row is one (model, strategy, world size, micro-batch, sequence) point of a plain-torch Llama
 under bf16 autocast over fp32 weights with torch's AdamW (foreach or fused, from the precision

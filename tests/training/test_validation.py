@@ -6,8 +6,9 @@ instruments and the only rows anything is fitted on: per GPU, strategy and world
 per layer for each probed model, one host time per step, and the memory held outside the model
 (validation.fit_overheads). A row is predicted with its own model's probe fit, else the probed model
 of the nearest width, else (a GPU with no probes: h100-sxm) the same strategy and world size on a GPU
-that has them (validation.overheads_for). The issue exponent, which a probe cannot see, is not
-fitted (inf); the overlap slowdown of DDP/FSDP compute beside its collectives is a device
+that has them (validation.overheads_for). The issue exponent, which a host probe cannot see, is
+fitted for tensor parallelism on its balance probe (1B 3 x 4096: validation.is_balance_probe) and
+left at inf elsewhere; the overlap slowdown of DDP/FSDP compute beside its collectives is a device
 measurement (overlap.csv, cost/overlap.py), not a fit. Every other row, of every model, strategy and world
 size, is held out and must be within 10% in time and in peak memory. A group the model does not yet
 hold within 10% is a strict expected failure carrying the errors measured when this was written; the
