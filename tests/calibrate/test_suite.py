@@ -130,15 +130,6 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
     assert [(r["strategy"], r["world_size"]) for r in rows] == [("single", "1"), ("fsdp", "2")]
 
 
-def test_union_of_kernel_intervals():
-    pytest.importorskip("torch")
-    from calibrate.step_timing import union_s as _union_s
-    # Overlapping, nested, touching and disjoint intervals (microseconds).
-    spans = [(0, 10), (5, 15), (6, 7), (15, 20), (30, 40)]
-    assert _union_s(spans) == pytest.approx(30e-6)
-    assert _union_s([]) == 0.0
-
-
 def test_format_cell():
     assert format_cell(True) == "true"
     assert format_cell(0.1234567891) == "0.123457"
@@ -385,73 +376,9 @@ def test_smoke_multi_rank_on_cpu_gloo(tmp_path):
     assert list(tmp_path.glob("trace_ddp_*.json.gz"))
 
 
-def test_train_grid_has_host_probes_at_two_depths_and_gpu_bound_points():
-    pytest.importorskip("torch")
-    from calibrate.step_timing import MIN_TIMED_STEPS, TIMED_STEPS, timed_step_count
-    from calibrate.train_step import HOST_PROBE, family, train_grid
-    for strategy in ("single", "ddp", "fsdp", "tp", "pp"):
-        grid = train_grid(False, strategy)
-        probed = {cfg.n_layers for cfg, points in grid if HOST_PROBE in points}
-        assert len(probed) >= 2                       # host time per layer and per step
-        assert max(mb * s for _, points in grid for mb, s in points) >= 4096
-        # The shallow probe is timed with the model it is cut from.
-        assert len({family(cfg) for cfg, _ in grid}) == len(grid) - 1
-    assert timed_step_count(0.01, False) == TIMED_STEPS
-    assert timed_step_count(1.0, False) == MIN_TIMED_STEPS
-
-
-def test_points_are_timed_interleaved_and_a_failed_point_is_dropped():
-    torch = pytest.importorskip("torch")
-    from calibrate.step_timing import StepTiming, time_interleaved
-    calls = []
-
-    def maker(name, fail=False):
-        def make():
-            if fail:
-                raise RuntimeError("cannot build\nsecond line")
-            return lambda: calls.append(name)
-        return make
-
-    makers = [("m", maker("a")), ("m", maker("b")), ("x", maker("c", fail=True)), ("n", maker("d"))]
-    out = time_interleaved(makers, torch.device("cpu"), smoke=True)
-    assert out[2] == "RuntimeError: cannot build"
-    assert all(isinstance(t, StepTiming) and t.steps == 2 for i, t in enumerate(out) if i != 2)
-    # Warm-up point by point (one step each in smoke), then rounds, every other one reversed.
-    assert calls == ["a", "b", "d", "a", "b", "d", "d", "b", "a"]
-
-
 def test_partial_multi_rerun_replaces_only_its_own_rows():
     pytest.importorskip("torch")
     from calibrate.multi import section_of
     assert section_of({"op": "all_reduce", "world_size": "2"}) == "collectives"
     assert section_of({"strategy": "fsdp", "detail": "FSDP2"}) == "train_fsdp"
     assert section_of({"strategy": "ddp", "detail": "DDP; traced, timed unprofiled"}) == "trace"
-
-
-def test_a_point_out_of_memory_beside_its_family_is_timed_alone(tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
-    import calibrate.train_step as ts
-    from calibrate.context import make_context
-    from calibrate.step_timing import OOM, StepTiming
-    from calibrate.table import read_table
-
-    timing = StepTiming(0.5, 0.4, 0.6, 0.3, 1000, 15)
-    calls = []
-
-    def fake_group(group, strategy, device, gqa, grad_accum, smoke):
-        rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
-        calls.append(len(rows))
-        described = {(cfg.name, mb, seq): ("p", "d", 1) for cfg, mb, seq in rows}
-        # Beside its family the largest point runs out of memory; alone it fits.
-        out = [OOM if len(rows) > 1 and mb * seq == max(m * s for _, m, s in rows) else timing
-               for _, mb, seq in rows]
-        return rows, out, described
-
-    monkeypatch.setattr(ts, "_time_group", fake_group)
-    ctx = make_context(torch.device("cpu"), tmp_path, True)
-    ctx.with_deadline(1e9)
-    ts.run_strategy(ctx, "single")
-    rows = read_table(tmp_path / "train_step.csv")
-    alone = [r for r in rows if "timed alone" in r["detail"]]
-    assert len(rows) == sum(len(p) for _, p in ts.train_grid(True, "single"))
-    assert len(alone) == 1 and calls == [len(rows), 1]          # the family together, then the one alone
