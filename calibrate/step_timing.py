@@ -15,12 +15,20 @@ still running); the figures of a point are the slowest rank's medians. Peak memo
 torch.cuda.max_memory_allocated over the point's own steps; where each point holds its own model
 (the pipeline builds one per point) the bytes the other points keep resident are taken off.
 After the timed rounds one more step of each point runs under the profiler (DeviceBusy).
+
+How many rounds: at least 15-20, then more until every point's median is known to within
+TARGET_CI_FRACTION (the 95% distribution-free confidence interval of a median, from order
+statistics), or the family's extra time (EXTRA_WALL_S) or MAX_TIMED_STEPS runs out. A GPU-bound
+point meets the target in its first rounds; a host-bound DTensor point, whose steps scatter by
++-20% on a lent VM, needs ~100: 15 rounds left its median uncertain by +-6%, too loose to check a
+model against 10%. Each timing carries the interval it reached and every round's step time.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -35,6 +43,13 @@ TIMED_STEPS = 20
 MIN_TIMED_STEPS = 15
 # A slow model takes fewer rounds (never fewer than MIN_TIMED_STEPS) to stay in budget.
 TIMED_WALL_S = 2.5
+# Rounds go on until every point's median is this well known (95% interval half-width / median)...
+TARGET_CI_FRACTION = 0.025
+# ...or until this many rounds, or this long (seconds of timed rounds per family) past the first ones.
+MAX_TIMED_STEPS = 200
+EXTRA_WALL_S = 100.0
+# Two-sided 95% normal quantile, for the order statistics bounding a median.
+Z_95 = 1.96
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,9 @@ class StepTiming:
     host_phases_s: tuple | None = None   # medians of the step's host_phases_s, where it has them
     sm_clock_mhz: float | None = None    # median SM clock sampled as each step's host returned
     device: DeviceBusy | None = None     # one profiled step's kernel time (after the timed ones)
+    ci_low_s: float | None = None        # 95% confidence interval of the median step
+    ci_high_s: float | None = None
+    rounds: tuple = ()                   # (step s, host s) of every round, each the slowest rank's
 
 
 def max_over_ranks(value: float, device) -> float:
@@ -93,6 +111,25 @@ def timed_step_count(warm_step_s: float, smoke: bool) -> int:
     if smoke:
         return 2
     return max(MIN_TIMED_STEPS, min(TIMED_STEPS, int(TIMED_WALL_S / max(warm_step_s, 1e-6))))
+
+
+def median_ci(values: list, z: float = Z_95) -> tuple[float, float]:
+    """(low, high): the distribution-free confidence interval of the median of `values`, between
+    the order statistics of ranks n/2 -+ z*sqrt(n)/2, each rounded up (the large-sample quantile
+    interval of Conover, Practical Nonparametric Statistics, 3rd ed., sec. 3.2), clipped to the
+    sample. n = 15 gives ranks 4 and 12, the exact binomial interval's."""
+    xs = sorted(values)
+    n = len(xs)
+    half = z * math.sqrt(n) / 2
+    lo = min(max(math.ceil(n / 2 - half), 1), n)
+    hi = min(max(math.ceil(n / 2 + half), 1), n)
+    return xs[lo - 1], xs[hi - 1]
+
+
+def ci_fraction(values: list) -> float:
+    """Half the median's confidence interval, as a fraction of the median."""
+    lo, hi = median_ci(values)
+    return (hi - lo) / 2 / max(statistics.median(values), 1e-12)
 
 
 def sm_clock_mhz(device) -> float | None:
@@ -188,13 +225,15 @@ class _Point:
         self.walls, self.hosts, self.phases, self.clocks, self.peak = [], [], [], [], 0
 
 
-def time_interleaved(makers: list, device, smoke: bool) -> list:
+def time_interleaved(makers: list, device, smoke: bool, deadline_s: float = float("inf")) -> list:
     """StepTiming or an error string for each (owner, make) in makers, in order: `make` builds one
     point's step (a zero-argument callable); `owner` names what holds that step's model and
     optimizer (the model's config where points share one model, the point itself where each
-    builds its own). The steps are built and warmed up one by one, then timed in rounds. The
-    bytes an owner leaves allocated (its weights, gradient buckets, optimizer states) are taken
-    off the peaks of the other owners' points, so each peak is what its own model would reach."""
+    builds its own). The steps are built and warmed up one by one, then timed in rounds until
+    their medians are known (see the module's docstring; no round starts past `deadline_s`, a
+    time.monotonic() value, once the first ones are done). The bytes an owner leaves allocated
+    (its weights, gradient buckets, optimizer states) are taken off the peaks of the other
+    owners' points, so each peak is what its own model would reach."""
     points, resident = [], {}
     for owner, make in makers:
         p, before = _Point(owner=owner), _allocated(device)
@@ -213,7 +252,8 @@ def time_interleaved(makers: list, device, smoke: bool) -> list:
     if not live:
         return [p.error for p in points]
     # Every rank must run the same number of rounds: agree on the slowest rank's warm steps.
-    n = timed_step_count(max_over_ranks(max(p.warm_s for p in live), device), smoke)
+    first = timed_step_count(max_over_ranks(max(p.warm_s for p in live), device), smoke)
+    last = first if smoke else MAX_TIMED_STEPS
     resident_all = _allocated(device)
     # As large-scale trainers do (torchtitan's gc_freq): no automatic garbage collection inside
     # steps, the long-lived objects frozen out of the collected generations. A full collection
@@ -222,30 +262,59 @@ def time_interleaved(makers: list, device, smoke: bool) -> list:
     gc.freeze()
     gc.disable()
     try:
-        for round_ in range(n):
+        round_, extra_from = 0, None
+        while True:
             for p in (live if round_ % 2 == 0 else live[::-1]):
-                if p.step is None:
-                    continue
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                try:
-                    wall, host = one_step(p.step, device, p.clocks)
-                    ok = True
-                except Exception as exc:
-                    ok, p.error = False, _error(exc)
-                if not agree_ok(ok, device):
-                    p.step, p.error = None, p.error or "failed on another rank"
-                    continue
-                p.walls.append(wall)
-                p.hosts.append(host)
-                p.phases.append(getattr(p.step, "host_phases_s", None))
-                if device.type == "cuda":
-                    others = resident_all - resident[p.owner]
-                    p.peak = max(p.peak, torch.cuda.max_memory_allocated(device) - others)
+                if p.step is not None:
+                    _timed_step(p, device, resident_all - resident[p.owner])
+            round_ += 1
+            if round_ < first:
+                continue
+            extra_from = extra_from or time.monotonic()
+            if round_ >= last or _known(live, extra_from, deadline_s, device):
+                break
     finally:
         gc.enable()
         gc.unfreeze()
     return [_summary(p, device, smoke) if p.step is not None else p.error for p in points]
+
+
+def _timed_step(p: _Point, device, others_bytes: int) -> None:
+    """One timed step of point p; a failure on any rank drops the point on every rank."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        wall, host = one_step(p.step, device, p.clocks)
+        ok = True
+    except Exception as exc:
+        ok, p.error = False, _error(exc)
+    if not agree_ok(ok, device):
+        p.step, p.error = None, p.error or "failed on another rank"
+        return
+    p.walls.append(wall)
+    p.hosts.append(host)
+    p.phases.append(getattr(p.step, "host_phases_s", None))
+    if device.type == "cuda":
+        p.peak = max(p.peak, torch.cuda.max_memory_allocated(device) - others_bytes)
+
+
+def _known(live: list, extra_from: float, deadline_s: float, device) -> bool:
+    """True on every rank once every live point's median is within TARGET_CI_FRACTION on every
+    rank, or once any rank has spent EXTRA_WALL_S on further rounds or passed the deadline."""
+    wide = max((ci_fraction(p.walls) for p in live if p.step is not None), default=0.0)
+    now = time.monotonic()
+    late = now - extra_from > EXTRA_WALL_S or now > deadline_s
+    return (max_over_ranks(wide, device) <= TARGET_CI_FRACTION
+            or max_over_ranks(float(late), device) > 0)
+
+
+def per_round_max(values: list, device) -> list:
+    """values (one per round, the same count on every rank), each the maximum over ranks."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def _summary(p: _Point, device, smoke: bool) -> StepTiming:
@@ -260,8 +329,11 @@ def _summary(p: _Point, device, smoke: bool) -> StepTiming:
     clock = statistics.median(readings) if readings else 0.0
     clock = -max_over_ranks(-clock, device) if clock else max_over_ranks(0.0, device)
     busy = None if smoke else device_busy(p.step, device)
+    low, high = median_ci(p.walls)
+    rounds = tuple(zip(per_round_max(p.walls, device), per_round_max(p.hosts, device)))
     return StepTiming(max_over_ranks(statistics.median(p.walls), device),
                       max_over_ranks(deciles[0], device), max_over_ranks(deciles[-1], device),
                       max_over_ranks(statistics.median(p.hosts), device),
                       int(max_over_ranks(float(p.peak), device)), len(p.walls), by_phase,
-                      clock or None, busy)
+                      clock or None, busy, max_over_ranks(low, device), max_over_ranks(high, device),
+                      rounds)

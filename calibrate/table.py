@@ -36,6 +36,9 @@ COLUMNS = {
     "p2p_bandwidth.csv": ["src", "dst", "bytes", "time_s", "bytes_per_s"],
     "train_step.csv": ["model", "strategy", "world_size", "micro_batch", "seq_len", "grad_accum",
                        "time_s", "peak_memory_bytes", "tokens_per_s"],
+    # Every timed round of a train_step.csv point: its step and host issue time (slowest rank).
+    "train_step_rounds.csv": ["model", "strategy", "world_size", "micro_batch", "seq_len", "round",
+                              "time_s", "host_s"],
     # time_s repeats concurrent_s: the writer checks every table's time_s.
     "overlap.csv": ["world_size", "workload", "shape", "collective", "message_bytes", "alone_s",
                     "concurrent_s", "slowdown", "comm_alone_s", "comm_concurrent_s", "time_s"],
@@ -62,7 +65,8 @@ EXTRA_COLUMNS = {
     "p2p_bandwidth.csv": ["method"],
     "train_step.csv": ["precision", "n_layers", "detail", "time_p10_s", "time_p90_s", "host_s",
                        "timed_steps", "host_forward_s", "host_backward_s", "host_optimizer_s",
-                       "sm_clock_mhz", "device_compute_s", "device_comm_s", "kernels_per_step"],
+                       "sm_clock_mhz", "device_compute_s", "device_comm_s", "kernels_per_step",
+                       "time_ci_low_s", "time_ci_high_s"],
     "overlap.csv": ["comm_dtype", "overlap_fraction", "launches", "comm_calls", "timing"],
 }
 

@@ -4,8 +4,9 @@ on one GPU and under DDP, FSDP2, tensor and pipeline parallelism.
 Timing (calibrate/step_timing.py): each point's step is built and warmed up (5 steps of its
 shape), then a model family's points (the shallow probe with its model) are timed interleaved,
 one step of each per round, so they all see the same host; a step is the host clock from its
-start (after a barrier) to the device going idle, median of 15-20 rounds, the slowest rank's
-median; time_p10_s / time_p90_s give the spread. host_s is the median time until the host has
+start (after a barrier) to the device going idle, the slowest rank's median over at least 15-20
+rounds and more until that median is known to +-2.5% (time_ci_low_s / time_ci_high_s: its 95%
+interval; train_step_rounds.csv: every round); time_p10_s / time_p90_s give the spread. host_s is the median time until the host has
 issued the whole step (step() returned, the device possibly still running): the framework's own
 cost; host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the
 pipeline). device_compute_s / device_comm_s / kernels_per_step come from one profiled step.
@@ -27,8 +28,8 @@ import torch.distributed as dist
 from calibrate.context import BenchContext
 from calibrate.llama import LLAMA_3_2_1B, LLAMA_3_2_3B, SMOKE, Llama, lm_loss, probe_gqa
 from calibrate.pipeline import PipelineStep
-from calibrate.step_timing import (MIN_TIMED_STEPS, OOM, TIMED_STEPS, WARMUP_STEPS, StepTiming, cleanup,
-                                   time_interleaved)
+from calibrate.step_timing import (EXTRA_WALL_S, MAX_TIMED_STEPS, MIN_TIMED_STEPS, OOM, TARGET_CI_FRACTION,
+                                   TIMED_STEPS, WARMUP_STEPS, StepTiming, cleanup, time_interleaved)
 from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap_tp
 
 # Host probe: so few tokens that the GPU work is small beside the framework's host time.
@@ -116,7 +117,8 @@ def family(cfg) -> str:
     return cfg.name.removesuffix(f"-{PROBE_LAYERS}l")
 
 
-def _time_group(group, strategy: str, device, gqa: str, grad_accum: int, smoke: bool):
+def _time_group(group, strategy: str, device, gqa: str, grad_accum: int, smoke: bool,
+                deadline_s: float = float("inf")):
     """([(cfg, mb, seq)], [StepTiming or error], {(name, mb, seq): (precision, detail, dp)}) of one
     model family's points timed interleaved; the models are freed when it returns."""
     wrapped, described = {}, {}     # cfg.name -> Wrapped; point -> (precision, detail, dp)
@@ -140,7 +142,7 @@ def _time_group(group, strategy: str, device, gqa: str, grad_accum: int, smoke: 
         return ((cfg.name, mb, seq) if strategy == "pp" else cfg.name), make
 
     makers = [maker(cfg, points, mb, seq) for cfg, points in group for mb, seq in points]
-    timings = time_interleaved(makers, device, smoke)
+    timings = time_interleaved(makers, device, smoke, deadline_s)
     rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
     wrapped.clear()
     return rows, timings, described
@@ -155,19 +157,21 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
     grad_accum = 2 * world if strategy == "pp" else 1
     entries = grid or train_grid(ctx.smoke, strategy)
     groups = [[e for e in entries if family(e[0]) == f] for f in dict.fromkeys(family(c) for c, _ in entries)]
-    with ctx.table(table_name) as out:
+    rounds_name = table_name.replace(".csv", "_rounds.csv")
+    with ctx.table(table_name) as out, ctx.table(rounds_name) as rounds_out:
         for group in groups:
             if ctx.expired():
                 ctx.skipped += sum(len(points) for _, points in group)
                 continue
-            rows, timings, described = _time_group(group, strategy, device, gqa, grad_accum, ctx.smoke)
+            rows, timings, described = _time_group(group, strategy, device, gqa, grad_accum, ctx.smoke,
+                                                   ctx.deadline_s)
             cleanup(device)
             for (cfg, mb, seq), timing in zip(rows, timings):
                 suffix = detail_suffix
                 if timing == OOM and len(rows) > 1 and not ctx.expired():
                     # Too large beside the other models of its family: timed alone (not interleaved).
                     _, (timing,), alone = _time_group([(cfg, [(mb, seq)])], strategy, device, gqa,
-                                                      grad_accum, ctx.smoke)
+                                                      grad_accum, ctx.smoke, ctx.deadline_s)
                     described.update(alone)
                     suffix += "; timed alone (out of memory beside its family's other points)"
                     cleanup(device)
@@ -176,9 +180,14 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
                     continue
                 _write_row(out, cfg, strategy, world, mb, seq, grad_accum, timing,
                            *described[cfg.name, mb, seq], suffix)
+                for i, (step_s, host_s) in enumerate(timing.rounds):
+                    rounds_out.add(model=cfg.name, strategy=strategy, world_size=world, micro_batch=mb,
+                                   seq_len=seq, round=i, time_s=step_s, host_s=host_s)
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, then "
              f"{MIN_TIMED_STEPS}-{TIMED_STEPS} rounds of one step of each of a model's points "
-             f"(interleaved, the order reversed every other round), median per point (host clock, "
+             f"(interleaved, the order reversed every other round), then more until every "
+             f"point's median is known to +-{TARGET_CI_FRACTION:.1%} (95% interval) or "
+             f"{EXTRA_WALL_S:.0f} s more or {MAX_TIMED_STEPS} rounds, median per point (host clock, "
              f"barrier + synchronize around each; automatic gc off and long-lived objects frozen "
              f"while timing), p10/p90 "
              f"and host issue time beside it; GQA via {gqa}; CPU affinity "
@@ -197,6 +206,7 @@ def _write_row(out, cfg, strategy, world, mb, seq, grad_accum, timing: StepTimin
             precision=precision, n_layers=cfg.n_layers, detail=detail + detail_suffix,
             time_p10_s=timing.p10_s, time_p90_s=timing.p90_s, host_s=timing.host_s,
             timed_steps=timing.steps, sm_clock_mhz=timing.sm_clock_mhz,
+            time_ci_low_s=timing.ci_low_s, time_ci_high_s=timing.ci_high_s,
             device_compute_s=busy.compute_s if busy else None,
             device_comm_s=busy.comm_s if busy else None,
             kernels_per_step=busy.kernels if busy else None,

@@ -120,7 +120,7 @@ def test_table_keeps_other_world_sizes_on_a_fresh_open(tmp_path):
                precision="p", n_layers=2, detail="d", time_p10_s=0.4, time_p90_s=0.6,
                host_s=0.3, timed_steps=20, host_forward_s=0.1, host_backward_s=0.15,
                host_optimizer_s=0.05, sm_clock_mhz=1980.0, device_compute_s=0.2,
-               device_comm_s=0.01, kernels_per_step=900)
+               device_comm_s=0.01, kernels_per_step=900, time_ci_low_s=0.48, time_ci_high_s=0.52)
     with Table(path) as t:
         t.add(**row)
         t.add(**{**row, "strategy": "ddp", "world_size": 2})

@@ -65,7 +65,7 @@ def test_a_point_out_of_memory_beside_its_family_is_timed_alone(tmp_path, monkey
     timing = StepTiming(0.5, 0.4, 0.6, 0.3, 1000, 15)
     calls = []
 
-    def fake_group(group, strategy, device, gqa, grad_accum, smoke):
+    def fake_group(group, strategy, device, gqa, grad_accum, smoke, deadline_s=float("inf")):
         rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
         calls.append(len(rows))
         described = {(cfg.name, mb, seq): ("p", "d", 1) for cfg, mb, seq in rows}
@@ -82,3 +82,63 @@ def test_a_point_out_of_memory_beside_its_family_is_timed_alone(tmp_path, monkey
     alone = [r for r in rows if "timed alone" in r["detail"]]
     assert len(rows) == sum(len(p) for _, p in ts.train_grid(True, "single"))
     assert len(alone) == 1 and calls == [len(rows), 1]          # the family together, then the one alone
+
+
+def test_median_interval_is_the_order_statistics_of_the_binomial_table():
+    pytest.importorskip("torch")
+    from calibrate.step_timing import ci_fraction, median_ci
+    # n = 15: ranks 4 and 12 (the exact binomial 95% interval, coverage 96.5%).
+    assert median_ci(list(range(1, 16))) == (4, 12)
+    # n = 100: ranks 41 and 60.
+    assert median_ci(list(range(100, 0, -1))) == (41, 60)
+    assert median_ci([7.0]) == (7.0, 7.0)
+    assert ci_fraction([2.0] * 30) == 0.0
+    # More samples of the same spread narrow the interval.
+    import random
+    rng = random.Random(3)
+    few = [rng.gauss(1.0, 0.2) for _ in range(15)]
+    many = few + [rng.gauss(1.0, 0.2) for _ in range(185)]
+    assert ci_fraction(many) < ci_fraction(few)
+
+
+def _scripted_steps(monkeypatch, spreads: dict):
+    """Replace the step clock: each step callable returns its name, whose wall time is drawn
+    around 1 s with its own relative spread (seeded)."""
+    import random
+    import calibrate.step_timing as st
+    rng = random.Random(11)
+
+    def fake_one_step(step, device, clocks=None):
+        name = step()
+        t = 1.0 + rng.gauss(0.0, spreads[name])
+        return t, 0.9 * t
+    monkeypatch.setattr(st, "one_step", fake_one_step)
+    return st
+
+
+def test_rounds_go_on_until_every_median_is_known(monkeypatch):
+    torch = pytest.importorskip("torch")
+    st = _scripted_steps(monkeypatch, {"quiet": 0.001, "noisy": 0.2})
+    makers = [("m", lambda: (lambda: "quiet")), ("m", lambda: (lambda: "noisy"))]
+    quiet, noisy = st.time_interleaved(makers, torch.device("cpu"), smoke=False)
+    # Interleaved: both points get every round, well past the first 15-20.
+    # (1 s warm steps: the first rounds are MIN_TIMED_STEPS.)
+    assert quiet.steps == noisy.steps > st.MIN_TIMED_STEPS
+    assert st.ci_fraction([t for t, _ in noisy.rounds]) <= st.TARGET_CI_FRACTION or noisy.steps == st.MAX_TIMED_STEPS
+    assert noisy.ci_low_s < noisy.time_s < noisy.ci_high_s
+    assert len(noisy.rounds) == noisy.steps and noisy.rounds[0][1] == pytest.approx(0.9 * noisy.rounds[0][0])
+    # A quiet family stops at its first rounds.
+    (alone,) = st.time_interleaved([("q", lambda: (lambda: "quiet"))], torch.device("cpu"), smoke=False)
+    assert alone.steps == st.MIN_TIMED_STEPS
+
+
+def test_extra_rounds_stop_at_the_deadline(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import time
+    st = _scripted_steps(monkeypatch, {"noisy": 0.2})
+    (timing,) = st.time_interleaved([("m", lambda: (lambda: "noisy"))], torch.device("cpu"), smoke=False,
+                                    deadline_s=time.monotonic())
+    assert timing.steps == st.MIN_TIMED_STEPS
+    monkeypatch.setattr(st, "MAX_TIMED_STEPS", 30)
+    (timing,) = st.time_interleaved([("m", lambda: (lambda: "noisy"))], torch.device("cpu"), smoke=False)
+    assert timing.steps == 30
