@@ -47,7 +47,7 @@ TIMED_WALL_S = 2.5
 TARGET_CI_FRACTION = 0.025
 # ...or until this many rounds, or this long (seconds of timed rounds per family) past the first ones.
 MAX_TIMED_STEPS = 200
-EXTRA_WALL_S = 100.0
+EXTRA_WALL_S = 80.0
 # Two-sided 95% normal quantile, for the order statistics bounding a median.
 Z_95 = 1.96
 
