@@ -223,9 +223,11 @@ class _Point:
 
     def __post_init__(self):
         self.walls, self.hosts, self.phases, self.clocks, self.peak = [], [], [], [], 0
+        self.known = False
 
 
-def time_interleaved(makers: list, device, smoke: bool, deadline_s: float = float("inf")) -> list:
+def time_interleaved(makers: list, device, smoke: bool, deadline_s: float = float("inf"),
+                     retire: bool = False) -> list:
     """StepTiming or an error string for each (owner, make) in makers, in order: `make` builds one
     point's step (a zero-argument callable); `owner` names what holds that step's model and
     optimizer (the model's config where points share one model, the point itself where each
@@ -233,7 +235,9 @@ def time_interleaved(makers: list, device, smoke: bool, deadline_s: float = floa
     their medians are known (see the module's docstring; no round starts past `deadline_s`, a
     time.monotonic() value, once the first ones are done). The bytes an owner leaves allocated
     (its weights, gradient buckets, optimizer states) are taken off the peaks of the other
-    owners' points, so each peak is what its own model would reach."""
+    owners' points, so each peak is what its own model would reach. With `retire`, a point leaves
+    the rounds once its own median is known (a device-bound point's in its first rounds), so the
+    further rounds go to the points that need them."""
     points, resident = [], {}
     for owner, make in makers:
         p, before = _Point(owner=owner), _allocated(device)
@@ -265,11 +269,14 @@ def time_interleaved(makers: list, device, smoke: bool, deadline_s: float = floa
         round_, extra_from = 0, None
         while True:
             for p in (live if round_ % 2 == 0 else live[::-1]):
-                if p.step is not None:
+                if p.step is not None and not p.known:
                     _timed_step(p, device, resident_all - resident[p.owner])
             round_ += 1
             if round_ < first:
                 continue
+            for p in live if retire else ():
+                if p.step is not None and not p.known:
+                    p.known = max_over_ranks(ci_fraction(p.walls), device) <= TARGET_CI_FRACTION
             extra_from = extra_from or time.monotonic()
             if round_ >= last or _known(live, extra_from, deadline_s, device):
                 break

@@ -142,3 +142,13 @@ def test_extra_rounds_stop_at_the_deadline(monkeypatch):
     monkeypatch.setattr(st, "MAX_TIMED_STEPS", 30)
     (timing,) = st.time_interleaved([("m", lambda: (lambda: "noisy"))], torch.device("cpu"), smoke=False)
     assert timing.steps == 30
+
+
+def test_a_known_point_retires_from_the_rounds(monkeypatch):
+    torch = pytest.importorskip("torch")
+    st = _scripted_steps(monkeypatch, {"quiet": 0.001, "noisy": 0.2})
+    makers = [("m", lambda: (lambda: "quiet")), ("m", lambda: (lambda: "noisy"))]
+    quiet, noisy = st.time_interleaved(makers, torch.device("cpu"), smoke=False, retire=True)
+    # The quiet point is known after its first rounds and leaves; the noisy one goes on.
+    assert quiet.steps == st.MIN_TIMED_STEPS < noisy.steps
+    assert st.ci_fraction([t for t, _ in quiet.rounds]) <= st.TARGET_CI_FRACTION
