@@ -15,8 +15,8 @@ from simcluster.hardware.gpu import load_gpu
 
 FAMILY_ORDER = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "attention_prefill_sdpa",
                 "attention_decode_sdpa", "moe", "elementwise",
-                "collectives", "collectives_unmeasured_world", "forward_prefill", "forward_decode", "forward_prefill_host_bound",
-                "forward_decode_host_bound")
+                "collectives", "collectives_unmeasured_world", "forward_prefill", "forward_decode", "forward_prefill_unprobed",
+                "forward_decode_unprobed")
 
 
 def run_command(gpu: str, out: str | None, ranks: str | None, smoke: bool) -> list[str]:

@@ -128,3 +128,12 @@ class CostModel:
         """Time of one iteration: ops run back to back on one stream (TP collectives are not overlapped)."""
         estimates = tuple(self.op(o, cuda_graphs) for o in ops)
         return IterationEstimate(sum(e.time_s for e in estimates), estimates)
+
+    def eager_iteration(self, ops: list[Op], host_per_kernel_s: float) -> IterationEstimate:
+        """One iteration issued kernel by kernel by a framework whose host spends
+        `host_per_kernel_s` per listed kernel (cost/host_issue.py): host issue and device run
+        pipelined. The op estimates are the device side (as in a graph replay)."""
+        from simcluster.cost.host_issue import eager_iteration_s
+        estimates = tuple(self.op(o, True) for o in ops)
+        time_s = eager_iteration_s(ops, [e.time_s / max(e.repeat, 1) for e in estimates], host_per_kernel_s)
+        return IterationEstimate(time_s, estimates)

@@ -11,7 +11,8 @@ Held out are whole SHAPES the fit never sees, chosen by rule, never by random ro
 - elementwise.csv: every 4th token count of each (op, hidden);
 - collectives.csv: every 3rd message size of each (op, world size), the smallest and largest kept;
 - train_kernels.csv: every size of each (op, impl) but the smallest and largest (interpolated);
-- model_forward.csv and train_step.csv are never fitted: they are validation only.
+- model_forward.csv and train_step.csv are never fitted: they are validation only (their host
+  probes give the framework's host time, report/accuracy.py and training/validation.py).
 """
 
 from __future__ import annotations

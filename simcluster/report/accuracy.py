@@ -23,9 +23,9 @@ from simcluster.hardware.gpu import GpuSpec
 
 # Op kinds the whole-model benchmark does not run: it returns logits and never samples.
 NOT_IN_FORWARD_BENCHMARK = ("sampling",)
-# An eager row is device-bound when the predicted kernel time is at least this many times the
-# predicted host launch time; below it the row measures the host's Python speed (see report).
-DEVICE_BOUND_RATIO = 4.0
+# The host probe of a model's eager rows: one sequence decoding at context 512, where the device
+# has almost nothing to do and the row times the framework's host (cost/host_issue.py).
+FORWARD_PROBE = {"phase": "decode", "batch": 1, "context_len": 512}
 
 
 def _held(tables: MeasuredTables, name: str) -> pd.DataFrame | None:
@@ -139,15 +139,47 @@ def fit_moe_impl(tables: MeasuredTables) -> str | None:
     return next((i for i in ("grouped_mm", "loop_mm") if i in impls), None)
 
 
-def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
-    """Every model_forward.csv row of a catalog LLM, predicted from forward_ops with the kernels
-    the benchmark model runs (llm.ops.PLAIN_TORCH: separate q/k/v and gate/up GEMMs, rotate-half
-    RoPE, K/V-cache writes in decode, attention through SDPA's default dispatch; its prefill keeps no
-    cache)."""
+def is_forward_probe(row) -> bool:
+    """Whether a model_forward.csv row is its model's eager host probe (a fit row, never scored)."""
+    return (row.mode == "eager" and row.phase == FORWARD_PROBE["phase"]
+            and int(row.batch) == FORWARD_PROBE["batch"] and int(row.context_len) == FORWARD_PROBE["context_len"])
+
+
+def forward_ops_of(spec, row) -> list:
+    """The ops of a model_forward.csv row as the plain-torch benchmark runs them (llm.ops.PLAIN_TORCH:
+    separate q/k/v and gate/up GEMMs, rotate-half RoPE, K/V-cache writes in decode, attention through
+    SDPA's default dispatch; its prefill keeps no cache and returns logits without sampling)."""
     from dataclasses import replace
 
-    from simcluster.catalog import CatalogError
     from simcluster.llm.ops import PLAIN_TORCH, Batch, forward_ops
+    batch = (Batch(prefill=((int(row.seq_len), 0),) * int(row.batch)) if row.phase == "prefill"
+             else Batch(decode=(int(row.context_len),) * int(row.batch)))
+    impl = replace(PLAIN_TORCH, kv_cache_write=row.phase == "decode")
+    return [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
+
+
+def host_per_kernel(frame: pd.DataFrame, specs: dict) -> dict[str, float]:
+    """{model: host seconds per listed kernel}: each model's host probe (host_s, the time the host
+    took to issue the call) over the kernels its op list holds. The probe is timed interleaved with
+    the model's other rows, so it saw the same host (calibrate/model_forward.py)."""
+    out = {}
+    for r in frame.itertuples():
+        spec = specs.get(r.model)
+        host_s = pd.to_numeric(getattr(r, "host_s", None), errors="coerce")
+        if spec is None or not is_forward_probe(r) or pd.isna(host_s):
+            continue
+        kernels = sum(o.kernels * o.repeat for o in forward_ops_of(spec, r))
+        out[r.model] = float(host_s) / kernels
+    return out
+
+
+def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:
+    """Every model_forward.csv row of a catalog LLM but the host probes, predicted from its op list
+    (forward_ops_of). CUDA-graph rows are priced as a graph replay; eager rows as the framework's
+    host issuing kernel by kernel, pipelined with the device (CostModel.eager_iteration), at the host
+    time per kernel of their model's probe (host_per_kernel). Eager rows of a model without a probe
+    are priced with the bare launch gap (launch.csv) and reported as 'forward_<phase>_unprobed'."""
+    from simcluster.catalog import CatalogError
     from simcluster.llm.spec import load_llm
 
     frame = tables.get("model_forward.csv")
@@ -155,29 +187,27 @@ def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.
     if frame is None:
         return pd.DataFrame(rows)
     specs = {}
+    for name in dict.fromkeys(frame["model"]):
+        try:
+            specs[name] = load_llm(name)
+        except CatalogError:
+            specs[name] = None
+    host = host_per_kernel(frame, specs)
     for r in frame.itertuples():
-        if r.model not in specs:
-            try:
-                specs[r.model] = load_llm(r.model)
-            except CatalogError:
-                specs[r.model] = None
         spec = specs[r.model]
-        if spec is None or r.phase not in ("prefill", "decode"):
+        if spec is None or r.phase not in ("prefill", "decode") or is_forward_probe(r):
             continue
-        batch = (Batch(prefill=((int(r.seq_len), 0),) * int(r.batch)) if r.phase == "prefill"
-                 else Batch(decode=(int(r.context_len),) * int(r.batch)))
-        graphs = r.mode == "cuda_graph"
-        impl = replace(PLAIN_TORCH, kv_cache_write=r.phase == "decode")
-        ops = [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
-        it = cost_model.iteration(ops, graphs)
-        kernel_s = sum(o.kernel_s * o.repeat for o in it.ops)
-        launch_s = sum(o.kernels * o.repeat for o in ops) * cost_model.launch.per_kernel_s(graphs)
-        rows.append({"gpu": gpu.name, "family": f"forward_{r.phase}", "model": r.model, "mode": r.mode,
+        ops = forward_ops_of(spec, r)
+        family = f"forward_{r.phase}"
+        if r.mode == "cuda_graph":
+            it = cost_model.iteration(ops, True)
+        elif r.model in host:
+            it = cost_model.eager_iteration(ops, host[r.model])
+        else:
+            it, family = cost_model.iteration(ops, False), family + "_unprobed"
+        rows.append({"gpu": gpu.name, "family": family, "model": r.model, "mode": r.mode,
                      "shape": f"{r.model} {r.phase} b{r.batch:g} s{r.seq_len:g} c{r.context_len:g} {r.mode}",
                      "measured_s": float(r.time_s), "predicted_s": it.time_s,
-                     # Decode rows run eager are host-bound at every batch the table holds;
-                     # eager prefill rows are device-bound once kernels dwarf the launch gaps.
-                     "device_bound": graphs or (r.phase == "prefill" and kernel_s >= DEVICE_BOUND_RATIO * launch_s),
                      "method": "+".join(sorted({o.method for o in it.ops}))})
     return pd.DataFrame(rows)
 
@@ -210,11 +240,8 @@ def accuracy_report(tables: MeasuredTables, gpu: GpuSpec, cost_model=None) -> tu
     """(summary rows, every prediction) for one measured GPU.
 
     Kernel families use a calibration fitted on the fit split only. Whole-model rows use
-    `cost_model` (default: the calibrated CostModel of this GPU, fitted on all microbenchmarks);
-    eager decode rows, and eager prefill rows whose launch gaps are not negligible, are reported
-    as family 'forward_<phase>_host_bound': their launch gaps are priced per listed kernel from
-    launch.csv's bare kernel chain, while the benchmark's Python also pays for module calls, views
-    and slices that launch nothing, and its speed varies run to run.
+    `cost_model` (default: the calibrated CostModel of this GPU, fitted on all microbenchmarks),
+    eager rows with the host time per kernel of their model's host probe (forward_predictions).
     """
     cal = fit_calibration(tables, gpu, "fit")
     preds = kernel_predictions(cal, tables, gpu)
@@ -227,6 +254,5 @@ def accuracy_report(tables: MeasuredTables, gpu: GpuSpec, cost_model=None) -> tu
     if cost_model is not None:
         fwd = forward_predictions(cost_model, tables, gpu)
         if len(fwd):
-            fwd.loc[~fwd["device_bound"], "family"] = fwd.loc[~fwd["device_bound"], "family"] + "_host_bound"
             preds = pd.concat([preds, fwd[preds.columns.tolist()]], ignore_index=True)
     return summarize(preds), preds

@@ -41,9 +41,12 @@ NOTES = """
 - **`forward_prefill` / `forward_decode`** compare a whole forward iteration — simcluster's op
   list priced op by op — with the calibration suite's plain-PyTorch Llama at the same shapes.
   This is the error that matters for the simulators.
-- **`*_host_bound`** rows are eager-mode whole-model runs whose time is set by Python launching
-  ~3× more kernels per layer than simcluster has ops; serving engines use CUDA graphs, where the
-  device-bound rows apply. They are reported, not hidden, so nobody mistakes them for kernel error.
+- **Eager rows** of `forward_*` are priced as the framework's host issuing kernel by kernel,
+  pipelined with the device (`cost/host_issue.py`), at the host time per kernel of their model's
+  host probe (one sequence decoding at context 512: `host_s` over its listed kernels; the probe is
+  a fit row and never scored). The probe is timed interleaved with its model's other rows, since a
+  lent machine's CPU speed drifts between minutes. A model without a probe would be priced with the
+  bare launch gap and reported as `forward_<phase>_unprobed`.
 - GPUs **without** a measured folder use another GPU's curves (`transferred`) or the datasheet
   roofline; their error is not known until they are measured. Every report says which method
   priced which op family.

@@ -207,7 +207,10 @@ def test_committed_provenance(gpu):
     assert set(record["section_wall_s"]) >= {"gemm", "attention_decode", "train_single"}
     # The bound: one GPU type fully calibrated within 15 minutes.
     assert 0 < record["total_wall_s"] <= 15 * 60
-    assert abs(sum(record["section_wall_s"].values()) - record["total_wall_s"]) < 30
+    # The total is the sections plus each run's set-up (under 30 s for the full run, 5 s for each
+    # partial rerun merged in, which calibrate/runner.py records as notes starting "rerun").
+    reruns = sum(1 for n in record["notes"] if n.startswith("rerun") and "timing:" in n)
+    assert 0 <= record["total_wall_s"] - sum(record["section_wall_s"].values()) < 30 + 5 * reruns
 
 
 def test_committed_multi_gpu_part():

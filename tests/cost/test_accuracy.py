@@ -1,12 +1,15 @@
 """Accuracy of the calibrated cost model on held-out measurements (profiles/measured/<gpu>/).
 
 Kernel families are fitted on the fit split of simcluster/cost/split.py and scored on held-out
-shapes; whole-model forwards are never fitted. Thresholds are those of issue 3.
+shapes; whole-model forwards are never fitted, but for each model's eager host probe (one
+sequence decoding at context 512), which gives the framework's host time per kernel and is never
+scored. Thresholds are those of issue 3.
 """
 
 import functools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simcluster.cost.fit import ape
@@ -18,8 +21,6 @@ GEMM_MAPE_PCT = 5.0
 ATTENTION_MAPE_PCT = 8.0
 COLLECTIVES_MAPE_PCT = 10.0
 FORWARD_MAPE_PCT = 7.0
-# Regression guard for the whole-model families until they meet FORWARD_MAPE_PCT (see the xfail).
-FORWARD_GUARD_MAPE_PCT = 25.0
 
 GPUS = measured_gpus()
 
@@ -82,15 +83,9 @@ def test_heldout_shapes_are_not_fitted(report):
     assert len(gemm) and (gemm["method"] == "fitted").all()
 
 
-@pytest.mark.parametrize("family", ["forward_prefill", "forward_decode"])
-def test_whole_model_regression_guard(report, family):
-    mape, n = _mape(report[1], [family])
-    assert n >= 5
-    assert mape <= FORWARD_GUARD_MAPE_PCT
-
-
 def test_whole_model_prefill_threshold(report):
-    """Device-bound prefill forwards, priced as the plain-torch benchmark runs (llm.ops.PLAIN_TORCH)."""
+    """Prefill forwards (eager: host-bound at one short prompt, device-bound from ~2k tokens),
+    priced as the plain-torch benchmark runs (llm.ops.PLAIN_TORCH)."""
     mape, n = _mape(report[1], ["forward_prefill"])
     assert n >= 10
     assert mape <= FORWARD_MAPE_PCT
@@ -108,12 +103,8 @@ NO_SDPA = pytest.mark.xfail(strict=True, reason="attention_*_sdpa.csv not measur
 
 @pytest.mark.parametrize("gpu", [pytest.param(g, marks=() if _sdpa_measured(g) else NO_SDPA) for g in GPUS])
 def test_whole_model_decode_threshold(gpu):
-    """Graph-replayed decode forwards, attention priced from the SDPA-dispatch tables.
-
-    Met with little margin (2026-11-22: H100 6.7%, H200 6.8%), and every row is under-predicted:
-    decode_kernels.csv shows the kernels' summed device time within ~2% of the prediction, while
-    the graph replay of the model adds 0.2-0.5 ms a step (0.25-0.46 us a kernel) that the
-    single-kind tables do not hold; switching kernel kinds is not it (kernel_switch.csv)."""
+    """Decode forwards, graph-replayed and eager, attention priced from the SDPA-dispatch tables;
+    the graph replay's idle time between kernels comes from graph_gap.csv."""
     mape, n = _mape(_report(gpu)[1], ["forward_decode"])
     assert n >= 10
     assert mape <= FORWARD_MAPE_PCT
@@ -174,3 +165,28 @@ def test_transferred_gemm_from_the_other_gpu():
     g = preds[preds["family"].str.startswith("gemm")]
     assert len(g) >= 100 and (g["method"] == "transferred").all()
     assert float(ape(g["predicted_s"], g["measured_s"]).mean()) <= TRANSFER_GEMM_GUARD_PCT
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_eager_forwards_are_scored_on_their_probes_host(gpu):
+    """Every eager row but the probes is held out and priced by the host-issue pipeline: none is
+    left to the bare launch gap, each eager phase is within FORWARD_MAPE_PCT on its own, and the
+    host-bound eager decode rows (time set by Python, not by the GPU) are within it too."""
+    from simcluster.report.accuracy import is_forward_probe
+    frame = load_tables(gpu).get("model_forward.csv")
+    preds = _report(gpu)[1]
+    fwd = preds[preds["family"].str.startswith("forward")]
+    assert not fwd["family"].str.endswith("_unprobed").any()
+    probes = frame[[is_forward_probe(r) for r in frame.itertuples()]]
+    assert set(probes["model"]) == set(frame["model"])
+    assert not fwd["shape"].isin([f"{r.model} decode b1 s1 c512 eager" for r in probes.itertuples()]).any()
+    eager = fwd[fwd["shape"].str.endswith(" eager")]
+    assert len(eager) == (frame["mode"] == "eager").sum() - len(probes)
+    for family in ("forward_prefill", "forward_decode"):
+        g = eager[eager["family"] == family]
+        assert len(g) >= 15
+        assert float(ape(g["predicted_s"], g["measured_s"]).mean()) <= FORWARD_MAPE_PCT
+    # Every eager row was timed until its median was known to +-6% (95%).
+    rows = frame[frame["mode"] == "eager"]
+    low, high = (pd.to_numeric(rows[c]) for c in ("time_ci_low_s", "time_ci_high_s"))
+    assert ((high - low) / 2 / rows.time_s).max() <= 0.06
