@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from simcluster import commands
-from simcluster.commands.arguments import batch_shape as _batch, positive_int as _positive_int
+from simcluster.commands.arguments import batch_shape as _batch, positive_float as _positive_float, positive_int as _positive_int
 
 EPILOG_PLAN = """examples:
   simcluster plan scenarios/serve-llama8b-chat.yaml
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = st.add_mutually_exclusive_group()
     g.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=True)
     g.add_argument("--eager", dest="cuda_graphs", action="store_false")
+    st.add_argument("--host-per-kernel-us", type=_positive_float, default=None, metavar="US",
+                    help="with --eager: the framework's host time per kernel (default: measured on the "
+                         "calibration host, profiles/measured/<gpu>/model_forward.csv)")
     st.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
     st.add_argument("--kv-dtype", default=None, choices=["bf16", "fp16", "fp8"])
     st.add_argument("--cost-model", default="calibrated", choices=["calibrated", "roofline"])

@@ -25,3 +25,14 @@ def batch_shape(text: str) -> tuple[int, int]:
     if b <= 0 or s <= 0:
         raise argparse.ArgumentTypeError(f"expected positive integers in BxS; got {text!r}")
     return b, s
+
+
+def positive_float(text: str) -> float:
+    """A positive finite number, or an argparse error naming what was given."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v

@@ -13,10 +13,14 @@ from simcluster.llm.spec import load_llm
 def estimate_step(gpu: str, llm: str, tp: int = 1, pp: int = 1, ep: int = 1,
                   prefill: list[tuple[int, int]] = (), decode: list[tuple[int, int]] = (),
                   cuda_graphs: bool = True, dtype: str = "bf16", kv_dtype: str | None = None,
-                  cost_model: str = "calibrated") -> dict:
+                  cost_model: str = "calibrated", host_per_kernel_s: float | None = None) -> dict:
     """One forward iteration (all pipeline stages in sequence) as a JSON-ready dict.
 
     prefill: (B, S) pairs = B sequences of S new tokens; decode: (B, L) = B sequences at context L.
+    Eager (cuda_graphs False): the framework's host issues the kernels one by one, pipelined with
+    the device (cost/host_issue.py), at `host_per_kernel_s` per listed kernel, by default the rate
+    measured for this GPU's calibration host (the host probes of its model_forward.csv); a GPU
+    without one prices each op's launches at the bare launch gap (launch.csv or the default).
     """
     spec = load_llm(llm)
     load_gpu(gpu)
@@ -29,12 +33,20 @@ def estimate_step(gpu: str, llm: str, tp: int = 1, pp: int = 1, ep: int = 1,
     batch = Batch(prefill=tuple((s, 0) for b, s in prefill for _ in range(b)),
                   decode=tuple(L for b, L in decode for _ in range(b)))
     cm = cost_model_for(gpu, cost_model)
+    host_source = None
+    if not cuda_graphs:
+        if host_per_kernel_s is not None:
+            host_source = "given"
+        else:
+            from simcluster.cost.host_issue import measured_host_per_kernel_s
+            host_per_kernel_s = measured_host_per_kernel_s(gpu)
+            host_source = f"profiles/measured/{gpu}/model_forward.csv host probes" if host_per_kernel_s else None
     stages = []
     total = 0.0
     ops_out = []
     for stage in range(pp):
         ops = forward_ops(spec, batch, tp, pp, ep, dtype, kv_dtype or dtype, stage)
-        it = cm.iteration(ops, cuda_graphs)
+        it = cm.eager_iteration(ops, host_per_kernel_s) if host_source else cm.iteration(ops, cuda_graphs)
         total += it.time_s
         stages.append(it.time_s)
         for rec in it.breakdown():
@@ -42,7 +54,8 @@ def estimate_step(gpu: str, llm: str, tp: int = 1, pp: int = 1, ep: int = 1,
     methods = sorted({o["method"] for o in ops_out})
     return {
         "gpu": gpu, "llm": spec.name, "tp": tp, "pp": pp, "ep": ep, "dtype": dtype,
-        "launch": "cuda_graphs" if cuda_graphs else "eager",
+        "launch": "cuda_graphs" if cuda_graphs else ("eager" if host_source else "eager (launch gaps)"),
+        "host_per_kernel_s": host_per_kernel_s if host_source else None, "host_source": host_source,
         "prefill": [f"{b}x{s}" for b, s in prefill], "decode": [f"{b}x{L}" for b, L in decode],
         "new_tokens": batch.new_tokens, "time_s": total, "stage_time_s": stages,
         "cost_model": cost_model, "methods": methods, "ops": ops_out,
@@ -52,7 +65,8 @@ def estimate_step(gpu: str, llm: str, tp: int = 1, pp: int = 1, ep: int = 1,
 def estimate(args) -> int:
     if args.what == "step":
         result = estimate_step(args.gpu, args.llm, args.tp, args.pp, args.ep, args.prefill, args.decode,
-                               args.cuda_graphs, args.dtype, args.kv_dtype, args.cost_model)
+                               args.cuda_graphs, args.dtype, args.kv_dtype, args.cost_model,
+                               None if args.host_per_kernel_us is None else args.host_per_kernel_us * 1e-6)
         if args.json:
             print(json.dumps(result, indent=2))
         else:

@@ -21,9 +21,19 @@ model's prefill rows too.
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
+from pathlib import Path
 
-from simcluster.llm.ops import Op
+import numpy as np
+import pandas as pd
+
+from simcluster.llm.ops import PLAIN_TORCH, Batch, Op, forward_ops
+
+# The host probe of a model's eager rows: one sequence decoding at context 512, where the device
+# has almost nothing to do and the row times the framework's host.
+FORWARD_PROBE = {"phase": "decode", "batch": 1, "context_len": 512}
+# Op kinds the whole-model benchmark does not run: it returns logits and never samples.
+NOT_IN_FORWARD_BENCHMARK = ("sampling",)
 
 
 def pipelined_s(host_s: np.ndarray, device_s: np.ndarray) -> float:
@@ -64,3 +74,57 @@ def eager_iteration_s(ops: list[Op], device_s_per_occurrence: list[float], host_
     per_kernel = (np.asarray(device_s_per_occurrence, float)[index] / kernels)
     device = np.repeat(per_kernel, kernels)
     return pipelined_s(np.full(device.size, host_per_kernel_s), device)
+
+
+def is_forward_probe(row) -> bool:
+    """Whether a model_forward.csv row is its model's eager host probe (a fit row, never scored)."""
+    return (row.mode == "eager" and row.phase == FORWARD_PROBE["phase"]
+            and int(row.batch) == FORWARD_PROBE["batch"] and int(row.context_len) == FORWARD_PROBE["context_len"])
+
+
+def forward_ops_of(spec, row) -> list[Op]:
+    """The ops of a model_forward.csv row as the plain-torch benchmark runs them (llm.ops.PLAIN_TORCH:
+    separate q/k/v and gate/up GEMMs, rotate-half RoPE, K/V-cache writes in decode, attention through
+    SDPA's default dispatch; its prefill keeps no cache and returns logits without sampling)."""
+    batch = (Batch(prefill=((int(row.seq_len), 0),) * int(row.batch)) if row.phase == "prefill"
+             else Batch(decode=(int(row.context_len),) * int(row.batch)))
+    impl = replace(PLAIN_TORCH, kv_cache_write=row.phase == "decode")
+    return [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
+
+
+def host_per_kernel(frame: pd.DataFrame, specs: dict) -> dict[str, float]:
+    """{model: host seconds per listed kernel}: each model's host probe (host_s, the time the host
+    took to issue the call) over the kernels its op list holds. The probe is timed interleaved with
+    the model's other rows, so it saw the same host (calibrate/model_forward.py)."""
+    out = {}
+    for r in frame.itertuples():
+        spec = specs.get(r.model)
+        host_s = pd.to_numeric(getattr(r, "host_s", None), errors="coerce")
+        if spec is None or not is_forward_probe(r) or pd.isna(host_s):
+            continue
+        kernels = sum(o.kernels * o.repeat for o in forward_ops_of(spec, r))
+        out[r.model] = float(host_s) / kernels
+    return out
+
+
+def measured_host_per_kernel_s(gpu: str, folder: Path | None = None) -> float | None:
+    """The median over models of host_per_kernel in profiles/measured/<gpu>/model_forward.csv:
+    what the calibration host's PyTorch spent issuing one listed kernel of an eager forward.
+    None where that GPU has no probed forwards."""
+    from simcluster.catalog import CatalogError
+    from simcluster.cost.tables import load_tables
+    from simcluster.llm.spec import load_llm
+    try:
+        frame = load_tables(gpu, folder).get("model_forward.csv")
+    except (OSError, ValueError):
+        return None
+    if frame is None:
+        return None
+    specs = {}
+    for name in dict.fromkeys(frame["model"]):
+        try:
+            specs[name] = load_llm(name)
+        except CatalogError:
+            specs[name] = None
+    rates = host_per_kernel(frame, specs)
+    return float(np.median(list(rates.values()))) if rates else None

@@ -15,17 +15,13 @@ from simcluster.cost.attention_fit import decode_counts, predict_decode_s, predi
 from simcluster.cost.calibration import Calibration, fit_calibration
 from simcluster.cost.elementwise_fit import predict_elementwise_s
 from simcluster.cost.fit import ape
+from simcluster.cost.host_issue import NOT_IN_FORWARD_BENCHMARK, forward_ops_of, host_per_kernel, is_forward_probe  # noqa: F401
 from simcluster.cost.moe_fit import predict_moe_s
 from simcluster.cost.streaming_fit import LOSS_BACKWARD, LOSS_FORWARD, predict_streaming_s
 from simcluster.cost.split import heldout_mask
 from simcluster.cost.tables import MeasuredTables
 from simcluster.hardware.gpu import GpuSpec
 
-# Op kinds the whole-model benchmark does not run: it returns logits and never samples.
-NOT_IN_FORWARD_BENCHMARK = ("sampling",)
-# The host probe of a model's eager rows: one sequence decoding at context 512, where the device
-# has almost nothing to do and the row times the framework's host (cost/host_issue.py).
-FORWARD_PROBE = {"phase": "decode", "batch": 1, "context_len": 512}
 
 
 def _held(tables: MeasuredTables, name: str) -> pd.DataFrame | None:
@@ -137,40 +133,6 @@ def fit_moe_impl(tables: MeasuredTables) -> str | None:
         return None
     impls = set(frame["impl"])
     return next((i for i in ("grouped_mm", "loop_mm") if i in impls), None)
-
-
-def is_forward_probe(row) -> bool:
-    """Whether a model_forward.csv row is its model's eager host probe (a fit row, never scored)."""
-    return (row.mode == "eager" and row.phase == FORWARD_PROBE["phase"]
-            and int(row.batch) == FORWARD_PROBE["batch"] and int(row.context_len) == FORWARD_PROBE["context_len"])
-
-
-def forward_ops_of(spec, row) -> list:
-    """The ops of a model_forward.csv row as the plain-torch benchmark runs them (llm.ops.PLAIN_TORCH:
-    separate q/k/v and gate/up GEMMs, rotate-half RoPE, K/V-cache writes in decode, attention through
-    SDPA's default dispatch; its prefill keeps no cache and returns logits without sampling)."""
-    from dataclasses import replace
-
-    from simcluster.llm.ops import PLAIN_TORCH, Batch, forward_ops
-    batch = (Batch(prefill=((int(row.seq_len), 0),) * int(row.batch)) if row.phase == "prefill"
-             else Batch(decode=(int(row.context_len),) * int(row.batch)))
-    impl = replace(PLAIN_TORCH, kv_cache_write=row.phase == "decode")
-    return [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
-
-
-def host_per_kernel(frame: pd.DataFrame, specs: dict) -> dict[str, float]:
-    """{model: host seconds per listed kernel}: each model's host probe (host_s, the time the host
-    took to issue the call) over the kernels its op list holds. The probe is timed interleaved with
-    the model's other rows, so it saw the same host (calibrate/model_forward.py)."""
-    out = {}
-    for r in frame.itertuples():
-        spec = specs.get(r.model)
-        host_s = pd.to_numeric(getattr(r, "host_s", None), errors="coerce")
-        if spec is None or not is_forward_probe(r) or pd.isna(host_s):
-            continue
-        kernels = sum(o.kernels * o.repeat for o in forward_ops_of(spec, r))
-        out[r.model] = float(host_s) / kernels
-    return out
 
 
 def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.DataFrame:

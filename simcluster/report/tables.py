@@ -27,6 +27,9 @@ def print_step(result: dict, console: Console | None = None) -> None:
     console.print(t)
     console.print(f"iteration time: [bold]{result['time_s'] * 1e3:.3f} ms[/bold]  (cost model: {result['cost_model']}; "
                   f"methods used: {', '.join(result['methods'])})")
+    if result.get("host_source"):
+        console.print(f"eager host: {result['host_per_kernel_s'] * 1e6:.1f} µs per kernel ({result['host_source']}), "
+                      f"issued and run pipelined")
 
 
 def print_plans(rows: list[dict], slo: dict, top: int, console: Console | None = None, title: str = "") -> None:

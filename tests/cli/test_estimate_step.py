@@ -52,3 +52,26 @@ def test_hf_config_path_accepted(capsys):
                "--decode", "4x100", "--json"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["time_s"] > 0
+
+
+def test_eager_step_is_the_host_issue_pipelined_with_the_device(capsys):
+    from simcluster.llm.ops import Batch, forward_ops
+    from simcluster.llm.spec import load_llm
+    args = ["estimate", "step", "--gpu", "h200-sxm", "--llm", "llama-3.2-1b", "--decode", "1x2048", "--json"]
+    assert main(args) == 0
+    graphs = json.loads(capsys.readouterr().out)
+    assert main(args + ["--eager"]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    # The measured calibration host's rate (model_forward.csv probes), tens of microseconds a kernel.
+    assert "model_forward.csv" in eager["host_source"] and 5e-6 < eager["host_per_kernel_s"] < 1e-4
+    kernels = sum(o.kernels * o.repeat for o in forward_ops(load_llm("llama-3.2-1b"), Batch(decode=(2048,))))
+    # Host-bound at one sequence: at least the host's issue time, at most that plus the device time.
+    assert kernels * eager["host_per_kernel_s"] < eager["time_s"] < kernels * eager["host_per_kernel_s"] + graphs["time_s"]
+    # A host that issues almost instantly leaves the device time.
+    assert main(args + ["--eager", "--host-per-kernel-us", "0.001"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert fast["host_source"] == "given"
+    assert fast["time_s"] == pytest.approx(graphs["time_s"], rel=0.01)
+    # A GPU without measured forwards falls back to per-op launch gaps, and says so.
+    off = estimate_step("a100-sxm-80gb", "llama-3.2-1b", decode=[(1, 2048)], cuda_graphs=False)
+    assert off["launch"] == "eager (launch gaps)" and off["host_source"] is None
