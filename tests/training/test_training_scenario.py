@@ -44,3 +44,43 @@ def test_bad_training_section_is_one_line(tmp_path):
     with pytest.raises(ScenarioError, match=r"bad.yaml: training.*n_gpus") as err:
         load_scenario(bad)
     assert "\n" not in str(err.value)
+
+
+def _sim(capsys, *sets):
+    """`simulate --json` of the bundled scenario at 16 sequences a step with these --set overrides;
+    exit 0, or 1 exactly when the plan does not fit (the summary still printed)."""
+    args = ["simulate", str(SCENARIO), "--json", "--set", "training.global_batch=16"]
+    for s in sets:
+        args += ["--set", s]
+    rc = main(args)
+    out = json.loads(capsys.readouterr().out)
+    assert rc == (0 if out["fits"] else 1)
+    return out
+
+
+def test_every_plan_of_the_issue_is_selectable_from_the_scenario(capsys):
+    """Each parallelism, schedule, recompute policy, precision and MoE knob of a training plan is a
+    scenario key, reaches the simulator, and moves time or memory the way it should."""
+    mem, t = (lambda r: r["peak_memory_bytes"]), (lambda r: r["time_s"])
+    base = _sim(capsys)                                   # ZeRO-1, SP, interleaved x5, selective, bf16
+    assert (base["zero"], base["schedule"], base["grad_accum"]) == (1, "interleaved", 8)
+    zero = {z: _sim(capsys, f"training.zero={z}") for z in (0, 2, 3)}
+    assert mem(zero[0]) > mem(base) > mem(zero[2]) >= mem(zero[3])
+    assert t(zero[3]) > t(base)                           # FSDP gathers the weights every pass
+    assert mem(_sim(capsys, "training.sequence_parallel=false")) > mem(base)
+    one = {s: _sim(capsys, f"training.schedule={s}", "training.virtual_stages=1") for s in ("gpipe", "1f1b", "zero_bubble")}
+    assert mem(one["gpipe"]) > mem(one["1f1b"])           # GPipe holds every micro-batch's activations
+    assert one["zero_bubble"]["breakdown"]["bubble_s"] < one["1f1b"]["breakdown"]["bubble_s"]
+    assert base["breakdown"]["bubble_s"] < one["1f1b"]["breakdown"]["bubble_s"]
+    cp = _sim(capsys, "training.cp=2", "training.dp=1")
+    assert cp["cp"] == 2 and mem(cp) < mem(base)          # each rank holds half the sequence
+    full = _sim(capsys, "training.recompute=full")
+    assert mem(full) < mem(base) and t(full) > t(base)
+    assert mem(_sim(capsys, "training.optimizer_state_dtype=bf16")) < mem(base)
+    assert t(_sim(capsys, "training.dtype=fp8")) < t(base)
+    assert _sim(capsys, "training.global_batch=32")["grad_accum"] == 16
+    moe = ("llm=mixtral-8x7b", "training.virtual_stages=2", "training.ep=2")
+    even, skewed = _sim(capsys, *moe), _sim(capsys, *moe, "training.moe_imbalance=1.5")
+    capped = _sim(capsys, *moe, "training.moe_imbalance=1.5", "training.capacity_factor=1.0")
+    assert even["ep"] == 2 and t(skewed) > t(even)
+    assert t(capped) < t(skewed)                          # tokens over capacity are dropped
