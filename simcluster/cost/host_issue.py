@@ -92,6 +92,19 @@ def forward_ops_of(spec, row) -> list[Op]:
     return [o for o in forward_ops(spec, batch, impl=impl) if o.kind not in NOT_IN_FORWARD_BENCHMARK]
 
 
+def catalog_specs(names) -> dict:
+    """{name: LlmSpec, or None for a name the catalog does not hold} of the distinct `names`."""
+    from simcluster.catalog import CatalogError
+    from simcluster.llm.spec import load_llm
+    specs = {}
+    for name in dict.fromkeys(names):
+        try:
+            specs[name] = load_llm(name)
+        except CatalogError:
+            specs[name] = None
+    return specs
+
+
 def host_per_kernel(frame: pd.DataFrame, specs: dict) -> dict[str, float]:
     """{model: host seconds per listed kernel}: each model's host probe (host_s, the time the host
     took to issue the call) over the kernels its op list holds. The probe is timed interleaved with
@@ -111,20 +124,12 @@ def measured_host_per_kernel_s(gpu: str, folder: Path | None = None) -> float | 
     """The median over models of host_per_kernel in profiles/measured/<gpu>/model_forward.csv:
     what the calibration host's PyTorch spent issuing one listed kernel of an eager forward.
     None where that GPU has no probed forwards."""
-    from simcluster.catalog import CatalogError
     from simcluster.cost.tables import load_tables
-    from simcluster.llm.spec import load_llm
     try:
         frame = load_tables(gpu, folder).get("model_forward.csv")
     except (OSError, ValueError):
         return None
     if frame is None:
         return None
-    specs = {}
-    for name in dict.fromkeys(frame["model"]):
-        try:
-            specs[name] = load_llm(name)
-        except CatalogError:
-            specs[name] = None
-    rates = host_per_kernel(frame, specs)
+    rates = host_per_kernel(frame, catalog_specs(frame["model"]))
     return float(np.median(list(rates.values()))) if rates else None

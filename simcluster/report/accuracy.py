@@ -15,7 +15,8 @@ from simcluster.cost.attention_fit import decode_counts, predict_decode_s, predi
 from simcluster.cost.calibration import Calibration, fit_calibration
 from simcluster.cost.elementwise_fit import predict_elementwise_s
 from simcluster.cost.fit import ape
-from simcluster.cost.host_issue import NOT_IN_FORWARD_BENCHMARK, forward_ops_of, host_per_kernel, is_forward_probe  # noqa: F401
+from simcluster.cost.host_issue import (NOT_IN_FORWARD_BENCHMARK, catalog_specs, forward_ops_of,  # noqa: F401
+                                         host_per_kernel, is_forward_probe)
 from simcluster.cost.moe_fit import predict_moe_s
 from simcluster.cost.streaming_fit import LOSS_BACKWARD, LOSS_FORWARD, predict_streaming_s
 from simcluster.cost.split import heldout_mask
@@ -141,19 +142,11 @@ def forward_predictions(cost_model, tables: MeasuredTables, gpu: GpuSpec) -> pd.
     host issuing kernel by kernel, pipelined with the device (CostModel.eager_iteration), at the host
     time per kernel of their model's probe (host_per_kernel). Eager rows of a model without a probe
     are priced with the bare launch gap (launch.csv) and reported as 'forward_<phase>_unprobed'."""
-    from simcluster.catalog import CatalogError
-    from simcluster.llm.spec import load_llm
-
     frame = tables.get("model_forward.csv")
     rows = []
     if frame is None:
         return pd.DataFrame(rows)
-    specs = {}
-    for name in dict.fromkeys(frame["model"]):
-        try:
-            specs[name] = load_llm(name)
-        except CatalogError:
-            specs[name] = None
+    specs = catalog_specs(frame["model"])
     host = host_per_kernel(frame, specs)
     for r in frame.itertuples():
         spec = specs[r.model]
