@@ -142,7 +142,8 @@ def _time_group(group, strategy: str, device, gqa: str, grad_accum: int, smoke: 
         return ((cfg.name, mb, seq) if strategy == "pp" else cfg.name), make
 
     makers = [maker(cfg, points, mb, seq) for cfg, points in group for mb, seq in points]
-    timings = time_interleaved(makers, device, smoke, deadline_s)
+    # A point whose median is known leaves the rounds (the GPU-bound ones after the first rounds).
+    timings = time_interleaved(makers, device, smoke, deadline_s, retire=True)
     rows = [(cfg, mb, seq) for cfg, points in group for mb, seq in points]
     wrapped.clear()
     return rows, timings, described
@@ -186,8 +187,8 @@ def run_strategy(ctx: BenchContext, strategy: str, grid=None, table_name="train_
     ctx.note(f"train_step {strategy} ws={world}: {WARMUP_STEPS} warm-up steps per point, then "
              f"{MIN_TIMED_STEPS}-{TIMED_STEPS} rounds of one step of each of a model's points "
              f"(interleaved, the order reversed every other round), then more until every "
-             f"point's median is known to +-{TARGET_CI_FRACTION:.1%} (95% interval) or "
-             f"{EXTRA_WALL_S:.0f} s more or {MAX_TIMED_STEPS} rounds, median per point (host clock, "
+             f"point's median is known to +-{TARGET_CI_FRACTION:.1%} (95% interval; a known point "
+             f"leaves the rounds) or {EXTRA_WALL_S:.0f} s more or {MAX_TIMED_STEPS} rounds, median per point (host clock, "
              f"barrier + synchronize around each; automatic gc off and long-lived objects frozen "
              f"while timing), p10/p90 "
              f"and host issue time beside it; GQA via {gqa}; CPU affinity "
