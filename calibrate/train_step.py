@@ -34,9 +34,11 @@ from calibrate.strategies import Wrapped, wrap_ddp, wrap_fsdp, wrap_single, wrap
 
 # Host probe: so few tokens that the GPU work is small beside the framework's host time.
 HOST_PROBE = (1, 128)
-# Tensor parallelism's balance probe (Llama-3.2-1B): near host/device balance its per-layer
-# collectives make host and device stall each other, which a host probe cannot see.
-BALANCE_PROBE = (3, 4096)
+# Balance probes (Llama-3.2-1B) of the strategies with collectives inside every layer's forward
+# (TP's all-reduces, FSDP's all-gathers): near host/device balance those make host and device stall
+# each other, which a host probe cannot see. Each sits where the strategy's host and device times
+# meet on the H200s (TP: ~180 ms each; FSDP: ~110 ms of host beside ~110 ms of kernels).
+BALANCE_PROBES = {"tp": (3, 4096), "fsdp": (5, 1024)}
 # The probe at a second depth separates host time per layer from host time per step.
 PROBE_LAYERS = 4
 # DataParallelStep's host phases (empty for the pipeline, whose schedule interleaves them).
@@ -61,7 +63,9 @@ def train_grid(smoke: bool, strategy: str = "single"):
     elif strategy == "tp":
         # DTensor TP is host-bound up to 4k tokens; its balance probe sits where host and device
         # times meet, to measure how they stall each other there (calibration, like the host probe).
-        points_1b = [HOST_PROBE, (1, 1024), BALANCE_PROBE, (4, 4096)]
+        points_1b = [HOST_PROBE, (1, 1024), BALANCE_PROBES["tp"], (4, 4096)]
+    elif strategy == "fsdp":
+        points_1b = small + [BALANCE_PROBES["fsdp"], (4, 4096)]
     else:
         points_1b = small + [(4, 4096)]
     return [(shallow, [HOST_PROBE]), (LLAMA_3_2_1B, points_1b), (LLAMA_3_2_3B, small)]

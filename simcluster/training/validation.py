@@ -110,10 +110,14 @@ def predict_row(row, gpu: str, cm: CostModel, overheads: FrameworkOverheads | No
 PROBE_TOKENS = 256
 # How host and device stall each other near balance (overheads.pass_time_s). A host probe cannot
 # tell (its device time is next to nothing): inf = max(host, device), a launch queue that always
-# keeps the slower side busy. Tensor parallelism, whose per-layer collectives make the ranks' hosts
-# and devices wait on each other, has a balance probe instead (calibrate/train_step.py BALANCE_PROBE:
-# Llama-3.2-1B, 3 x 4096 tokens, where host and device times meet), a calibration row like the host
+# keeps the slower side busy. Tensor parallelism and FSDP, whose collectives inside every layer's
+# forward (TP's all-reduces, FSDP's all-gathers) make the ranks' hosts and devices wait on each
+# other, have a balance probe instead (calibrate/train_step.py BALANCE_PROBES: Llama-3.2-1B where
+# host and device times meet: TP 3 x 4096 tokens, FSDP 5 x 1024), a calibration row like the host
 # probes: the exponent is the one of EXPONENT_GRID that reproduces it best.
+ISSUE_EXPONENT = math.inf
+BALANCE_PROBES = {("tp", "llama-3.2-1b", 3, 4096), ("fsdp", "llama-3.2-1b", 5, 1024)}
+EXPONENT_GRID that reproduces it best.
 ISSUE_EXPONENT = math.inf
 BALANCE_PROBES = {("tp", "llama-3.2-1b", 3, 4096)}
 EXPONENT_GRID = tuple(1.0 + 0.25 * i for i in range(1, 29)) + (math.inf,)

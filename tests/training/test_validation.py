@@ -91,14 +91,15 @@ def test_every_row_but_the_probes_is_held_out():
         for r in rows.itertuples():
             assert is_probe(r) == (int(r.micro_batch) * int(r.seq_len) <= 128 * 2)
             assert is_fit_row(r) == (is_probe(r) or is_balance_probe(r))
-            # Balance probes exist for tensor parallelism only.
-            assert not is_balance_probe(r) or r.strategy == "tp"
+            # Balance probes exist for the strategies with collectives inside every layer's forward.
+            assert not is_balance_probe(r) or r.strategy in ("tp", "fsdp")
     rows = read_measurements(measured_path("h200-sxm"))
     fit = rows[[is_probe(r) for r in rows.itertuples()]]
     assert set(fit.seq_len) == {128} and set(fit.micro_batch) == {1}
     assert set(fit.model) == {"llama-3.2-1b-4l", "llama-3.2-1b", "llama-3.2-3b"}
     balance = rows[[is_balance_probe(r) for r in rows.itertuples()]]
-    assert sorted(balance.world_size) == [2, 4] and set(balance.model) == {"llama-3.2-1b"}
+    assert set(balance.model) == {"llama-3.2-1b"}
+    assert sorted(zip(balance.strategy, balance.world_size)) == [("fsdp", 2), ("fsdp", 4), ("tp", 2), ("tp", 4)]
 
 
 def test_the_balance_probe_gives_back_the_issue_exponent():
@@ -109,7 +110,7 @@ def test_the_balance_probe_gives_back_the_issue_exponent():
     import pandas as pd
     gpu, world = "h200-sxm", 2
     cm = cost_model_for(gpu, "calibrated")
-    (_, model, mb, seq), = BALANCE_PROBES
+    (_, model, mb, seq), = [p for p in BALANCE_PROBES if p[0] == "tp"]
     truth = FrameworkOverheads(host_s_per_layer=13e-3, memory_reserve_bytes=1e8, host_s_per_step=8e-3,
                                issue_exponent=2.5)
     points = [("llama-3.2-1b-4l", 4, 1, 128), ("llama-3.2-1b", 16, 1, 128), ("llama-3.2-1b", 16, mb, seq)]
