@@ -2,7 +2,7 @@
 calibrate/train_step.py) and fitting the eager-framework overheads on the probes only.
 
 The split is what a user would make on their own cluster: the host probes (1 x 128 tokens, every
-model measured: is_probe) and tensor parallelism's balance probe (is_balance_probe) are calibration
+model measured: is_probe) and the balance probes of TP and FSDP (is_balance_probe) are calibration
 instruments, the only rows anything is fitted on; every other row, of every model, strategy and
 world size, is held out and only scored (issue #5).
 
@@ -117,9 +117,6 @@ PROBE_TOKENS = 256
 # probes: the exponent is the one of EXPONENT_GRID that reproduces it best.
 ISSUE_EXPONENT = math.inf
 BALANCE_PROBES = {("tp", "llama-3.2-1b", 3, 4096), ("fsdp", "llama-3.2-1b", 5, 1024)}
-EXPONENT_GRID that reproduces it best.
-ISSUE_EXPONENT = math.inf
-BALANCE_PROBES = {("tp", "llama-3.2-1b", 3, 4096)}
 EXPONENT_GRID = tuple(1.0 + 0.25 * i for i in range(1, 29)) + (math.inf,)
 # The overlap slowdown cannot be seen at a probe (its all-reduce overlaps almost no compute) and is
 # not fitted: it is a device measurement (calibrate/overlap.py: a layer's kernels beside the

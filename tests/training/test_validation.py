@@ -27,8 +27,8 @@ from simcluster.training.validation import (fit_overheads, fit_strategy, is_fit_
 # torch pipelining one more gradient-sized buffer) are modelled (memory.stage_memory), so the fitted
 # reserve is only what is left (0.06-0.35 GB but DDP 1.0 GB and single 2.2 GB); FSDP's start of backward
 # holds the root's gathered weights only. Every held-out peak is within 10%: no memory gap below.
-# Tensor parallelism's host-bound rows are timed until their medians are known to +-2.5-5%
-# (step_timing.py); with 15 rounds a 3B point's median was uncertain by about +-6% and one missed.
+# Every row is timed until its median is known to +-2.5% (at most +-5% where the time cap came
+# first: step_timing.py); with 15 rounds a host-bound point's median was uncertain by about +-6%.
 # Every held-out row is within 10% in time and memory: nothing here is an expected failure.
 CI_LIMIT = 0.05
 
@@ -197,14 +197,16 @@ def test_forward_host_share_is_read_off_the_probes():
                for oh in tp.values())
 
 
-def test_rows_timed_to_a_known_precision_are_known_to_half_the_threshold():
-    """A row that carries its median's 95% interval (time_ci_low_s / time_ci_high_s: timed until
-    known, calibrate/step_timing.py) is known to within CI_LIMIT, so a 10% check on it measures
-    the model, not the sampling; every tensor-parallel row carries one."""
-    rows = read_measurements(measured_path("h200-sxm"))
-    assert "time_ci_low_s" in rows
-    timed = rows[rows.time_ci_low_s.notna()]
-    assert set(rows[rows.strategy == "tp"].index) <= set(timed.index)
-    for r in timed.itertuples():
-        assert r.time_ci_low_s <= r.time_s <= r.time_ci_high_s
-        assert (r.time_ci_high_s - r.time_ci_low_s) / 2 / r.time_s <= CI_LIMIT, r
+def test_every_row_is_known_to_half_the_threshold():
+    """Every row is timed until its median is known (calibrate/step_timing.py) and carries the 95%
+    interval it reached (time_ci_low_s / time_ci_high_s), within CI_LIMIT, so a 10% check on it
+    measures the model, not the sampling. The one exception is the DDP row timed beside the Kineto
+    trace (its detail says so), recorded in an earlier run with 20 fixed rounds."""
+    for path in sorted((catalog.profiles_dir() / "measured").glob("*/train_step.csv")):
+        rows = read_measurements(path)
+        untimed = rows[rows.time_ci_low_s.isna()]
+        assert all(d.endswith("timed unprofiled") for d in untimed.detail), path
+        for r in rows[rows.time_ci_low_s.notna()].itertuples():
+            assert r.time_ci_low_s <= r.time_s <= r.time_ci_high_s
+            assert (r.time_ci_high_s - r.time_ci_low_s) / 2 / r.time_s <= CI_LIMIT, r
+            assert r.timed_steps >= 15
