@@ -26,6 +26,8 @@ def estimate_step(gpu: str, llm: str, tp: int = 1, pp: int = 1, ep: int = 1,
     load_gpu(gpu)
     if not prefill and not decode:
         raise ValueError("give at least one --prefill BxS or --decode BxL")
+    if cuda_graphs and host_per_kernel_s is not None:
+        raise ValueError("--host-per-kernel-us: applies to --eager only (a CUDA-graph replay issues no kernels from Python)")
     if spec.n_heads % tp:
         raise ValueError(f"--tp {tp}: {spec.name} has {spec.n_heads} attention heads, not divisible by {tp}")
     if pp > spec.n_layers:

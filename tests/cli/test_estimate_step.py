@@ -72,6 +72,10 @@ def test_eager_step_is_the_host_issue_pipelined_with_the_device(capsys):
     fast = json.loads(capsys.readouterr().out)
     assert fast["host_source"] == "given"
     assert fast["time_s"] == pytest.approx(graphs["time_s"], rel=0.01)
+    # A host rate means nothing to a graph replay: one line, exit 2.
+    assert main(args + ["--host-per-kernel-us", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "--host-per-kernel-us" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     # A GPU without measured forwards falls back to per-op launch gaps, and says so.
     off = estimate_step("a100-sxm-80gb", "llama-3.2-1b", decode=[(1, 2048)], cuda_graphs=False)
     assert off["launch"] == "eager (launch gaps)" and off["host_source"] is None
