@@ -22,14 +22,16 @@ from calibrate.context import make_context
 from calibrate.runner import previous_record, run_section, select
 from calibrate.train_step import run_strategy
 
-# name: (function of a BenchContext, time budget in seconds); budgets sum to about 5 minutes.
-# The training budgets are ceilings: an H200 world of 2 or 4 runs each grid in 30-45 s.
+# name: (function of a BenchContext, time budget in seconds). Calibration proper is collectives
+# (and p2p, overlap): about 2 minutes a world size. The training grids are validation, timed until
+# known (calibrate/step_timing.py): their budgets hold what H200s of 2 and 4 ranks took (DDP 43-66 s,
+# FSDP with its balance probe 131 s, TP 220 s, the pipeline 80-109 s), about 11 minutes a world size.
 MULTI_SECTIONS = {
     "collectives": (collectives.run, 70),
-    "train_ddp": (partial(run_strategy, strategy="ddp"), 50),
-    "train_fsdp": (partial(run_strategy, strategy="fsdp"), 50),
-    "train_tp": (partial(run_strategy, strategy="tp"), 55),
-    "train_pp": (partial(run_strategy, strategy="pp"), 55),
+    "train_ddp": (partial(run_strategy, strategy="ddp"), 100),
+    "train_fsdp": (partial(run_strategy, strategy="fsdp"), 160),
+    "train_tp": (partial(run_strategy, strategy="tp"), 240),
+    "train_pp": (partial(run_strategy, strategy="pp"), 130),
     "trace": (trace.run, 40),
     # Compute beside a collective on another stream: about 15-20 s on H200s at 2 or 4 ranks.
     "overlap": (overlap.run, 30),

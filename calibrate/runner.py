@@ -17,7 +17,9 @@ from calibrate import (attention, attention_sdpa, decode_kernels, elementwise, g
 from calibrate.context import BenchContext, make_context
 
 # name: (function of a BenchContext, time budget in seconds for the full sweep).  The budgets
-# sum to under 9 minutes so one GPU type is calibrated in under ten.
+# sum to 13 minutes, so one GPU type is calibrated in under 15 (H100: 9.3 minutes measured). The
+# whole-model and training-step sections time their points until known (calibrate/step_timing.py):
+# their budgets hold that on an H100 (model_forward took 230 s there, 94 s on an H200).
 SINGLE_SECTIONS = {
     "gemm": (gemm.run, 150),
     "attention_prefill": (attention.run_prefill, 45),
@@ -34,9 +36,9 @@ SINGLE_SECTIONS = {
     "elementwise": (elementwise.run, 30),
     "launch": (launch.run, 5),
     "memcpy": (memcpy.run, 15),
-    "model_forward": (model_forward.run, 60),
+    "model_forward": (model_forward.run, 240),
     "train_kernels": (train_kernels.run, 15),
-    "train_single": (train_step.run_single, 70),
+    "train_single": (train_step.run_single, 90),
 }
 
 

@@ -48,8 +48,9 @@ HOST_PHASE_COLUMNS = ("host_forward_s", "host_backward_s", "host_optimizer_s")
 def train_grid(smoke: bool, strategy: str = "single"):
     """[(config, [(micro_batch, seq_len), ...])]: the host probes first, then per model from
     host-bound (1 x 1024 tokens) to GPU-bound (1B: 4 x 4096 tokens, 3B: 2 x 2048); the pipeline,
-    which runs 2 x world micro-batches a step, stops at 2 x 2048 for both.  About 35-50 s per
-    strategy on H200s (5 warm-up + 15-20 timed steps and ~1 s of set-up per point)."""
+    which runs 2 x world micro-batches a step, stops at 2 x 2048 for both.  45-220 s per strategy
+    and world size on H200s (5 warm-up steps, 15-20 rounds and then more until each median is
+    known, ~1 s of set-up per point)."""
     if smoke:
         # Four KV heads and four layers: tensor and pipeline parallelism split them over 4 ranks.
         deep = replace(SMOKE, n_kv_heads=4, n_layers=8)
