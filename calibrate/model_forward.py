@@ -81,12 +81,12 @@ def run_model(ctx: BenchContext, cfg: LlamaConfig, prefill, batches, contexts, o
         for b, s in prefill:
             ids = torch.randint(0, cfg.vocab, (b, s), device=ctx.device, generator=gen)
             points.append(("prefill", b, s, 0))
-            makers.append((cfg.name, lambda ids=ids: (lambda: model.prefill(ids))))
+            makers.append((cfg.name, lambda ids=ids, m=model: (lambda: m.prefill(ids))))
         for b, c in decode:
             ids = torch.randint(0, cfg.vocab, (b, 1), device=ctx.device, generator=gen)
             caches = cache_view(flat, cfg, b, c)
             points.append(("decode", b, 1, c))
-            makers.append((cfg.name, lambda ids=ids, caches=caches, c=c: (lambda: model.decode(ids, caches, c))))
+            makers.append((cfg.name, lambda ids=ids, caches=caches, c=c, m=model: (lambda: m.decode(ids, caches, c))))
         timings = time_interleaved(makers, ctx.device, ctx.smoke, ctx.deadline_s, retire=True)
         for (phase, b, s, c), t in zip(points, timings):
             if isinstance(t, str):
@@ -102,9 +102,13 @@ def run_model(ctx: BenchContext, cfg: LlamaConfig, prefill, batches, contexts, o
         for b, c in decode:
             if ctx.device.type != "cuda":
                 continue
+            if ctx.expired():
+                ctx.skipped += 1
+                continue
             ids = torch.randint(0, cfg.vocab, (b, 1), device=ctx.device, generator=gen)
             caches = cache_view(flat, cfg, b, c)
-            t, how = ctx.timer.measure(lambda i: model.decode(ids, caches, c), 1, use_graph=True)
+            t, how = ctx.timer.measure(lambda i, ids=ids, caches=caches, c=c, m=model: m.decode(ids, caches, c), 1,
+                                       use_graph=True)
             if how != "graph":
                 ctx.note(f"model_forward {cfg.name} decode b={b} c={c}: graph capture "
                          f"failed; {ctx.timer.graph_failures[-1:]}")

@@ -6,9 +6,9 @@ shape), then a model family's points (the shallow probe with its model) are time
 one step of each per round, so they all see the same host; a step is the host clock from its
 start (after a barrier) to the device going idle, the slowest rank's median over at least 15-20
 rounds and more until that median is known to +-2.5% (time_ci_low_s / time_ci_high_s: its 95%
-interval; train_step_rounds.csv: every round); time_p10_s / time_p90_s give the spread. host_s is the median time until the host has
-issued the whole step (step() returned, the device possibly still running): the framework's own
-cost; host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the
+interval; train_step_rounds.csv: every round); time_p10_s / time_p90_s give the spread. host_s is
+the median time until the host has issued the whole step (step() returned, the device possibly
+still running): the framework's own cost; host_forward_s / host_backward_s / host_optimizer_s split it by phase (not for the
 pipeline). device_compute_s / device_comm_s / kernels_per_step come from one profiled step.
 Each grid holds a host probe (micro-batch 1, 128 tokens: the GPU has almost nothing to do, so the
 step time is the framework's host time) at two depths, so host time per layer and per step are
@@ -37,7 +37,8 @@ HOST_PROBE = (1, 128)
 # Balance probes (Llama-3.2-1B) of the strategies with collectives inside every layer's forward
 # (TP's all-reduces, FSDP's all-gathers): near host/device balance those make host and device stall
 # each other, which a host probe cannot see. Each sits where the strategy's host and device times
-# meet on the H200s (TP: ~180 ms each; FSDP: ~110 ms of host beside ~110 ms of kernels).
+# meet on the H200s (measured at 2 / 4 GPUs: TP 179 / 201 ms of host issue beside 163 / 124 ms of
+# compute kernels; FSDP 98 / 107 ms beside 97 / 100 ms).
 BALANCE_PROBES = {"tp": (3, 4096), "fsdp": (5, 1024)}
 # The probe at a second depth separates host time per layer from host time per step.
 PROBE_LAYERS = 4

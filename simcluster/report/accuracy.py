@@ -15,14 +15,12 @@ from simcluster.cost.attention_fit import decode_counts, predict_decode_s, predi
 from simcluster.cost.calibration import Calibration, fit_calibration
 from simcluster.cost.elementwise_fit import predict_elementwise_s
 from simcluster.cost.fit import ape
-from simcluster.cost.host_issue import (NOT_IN_FORWARD_BENCHMARK, catalog_specs, forward_ops_of,  # noqa: F401
-                                         host_per_kernel, is_forward_probe)
+from simcluster.cost.host_issue import catalog_specs, forward_ops_of, host_per_kernel, is_forward_probe
 from simcluster.cost.moe_fit import predict_moe_s
 from simcluster.cost.streaming_fit import LOSS_BACKWARD, LOSS_FORWARD, predict_streaming_s
 from simcluster.cost.split import heldout_mask
 from simcluster.cost.tables import MeasuredTables
 from simcluster.hardware.gpu import GpuSpec
-
 
 
 def _held(tables: MeasuredTables, name: str) -> pd.DataFrame | None:
